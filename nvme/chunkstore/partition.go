@@ -1,0 +1,503 @@
+package chunkstore
+
+import (
+	"errors"
+	"fmt"
+	"runtime"
+	"slices"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/claudefs/claudefs/nvme"
+	"github.com/claudefs/claudefs/nvme/ioengine"
+)
+
+type opKind uint8
+
+const (
+	opPut opKind = iota + 1
+	opGet
+	opDelete
+	opStat
+	opList
+	opStats
+	opCheckpoint
+	opClose
+	opReloc // internal: a cleaner relocation of one live record
+)
+
+const (
+	readBufSize  = 64 << 10 // bytes per read slab buffer
+	readBufCount = 256      // read slab buffers per partition (16 MiB)
+	// maxGetBufs is the most slab buffers one Get uses: its data pieces
+	// plus one for the checksums.
+	maxGetBufs = MaxChunkSize/readBufSize + 1
+	inboxCap   = 4096
+	// sumArea is the room reserved at the front of a batch buffer for its
+	// summary; data starts right after it, and the write begins at the
+	// first summary block actually used.
+	sumArea = maxSummaryBlocks * BlockSize
+)
+
+// request is one operation travelling from a caller to a partition's
+// goroutine. Requests are pooled: nothing here is allocated per I/O.
+type request struct {
+	kind    opKind
+	id      ID
+	version uint64
+	data    []byte // put: the bytes; get: the destination
+	off     int64  // get: offset in the chunk
+	n       int    // get: bytes read; list: limit
+	info    Info
+	list    []Info
+	stats   Stats
+	err     error
+	done    chan struct{}
+	next    *request // FIFO link while waiting inside the partition
+
+	// get state, owned by the partition while the read is in flight
+	ent      entry
+	b0, b1   int // data blocks [b0, b1) being read
+	pending  int
+	bufs     [maxGetBufs]int32
+	nbufs    int
+	crcBuf   int32 // slab buffer holding checksums, -1 if not needed
+	crcSkip  int   // offset of block b0's checksum inside crcBuf
+	slot     int
+	relocSeg int  // opReloc: the victim segment
+	abandon  bool // opClose: stop without a checkpoint (tests simulate a crash)
+}
+
+// fifo is an intrusive queue of requests.
+type fifo struct{ head, tail *request }
+
+func (q *fifo) push(r *request) {
+	r.next = nil
+	if q.tail == nil {
+		q.head = r
+	} else {
+		q.tail.next = r
+	}
+	q.tail = r
+}
+
+func (q *fifo) pop() *request {
+	r := q.head
+	if r != nil {
+		q.head = r.next
+		if q.head == nil {
+			q.tail = nil
+		}
+		r.next = nil
+	}
+	return r
+}
+
+func (q *fifo) empty() bool { return q.head == nil }
+
+// entry is the index's view of one chunk. A tombstone (a durable delete)
+// stays in the index until the next checkpoint, so the records it
+// supersedes can never come back during replay.
+type entry struct {
+	version uint64
+	stamp   uint64
+	dataLoc int64 // device byte offset of the first data block
+	crcLoc  int64 // device byte offset of the record's checksum array
+	length  uint32
+	crc0    uint32 // checksum of block 0, so 4 KiB reads need no extra I/O
+	tomb    bool
+}
+
+// newer reports whether (v, stamp) supersedes e: higher version, or the same
+// version written later.
+func (e *entry) olderThan(v, stamp uint64) bool {
+	return v > e.version || (v == e.version && stamp >= e.stamp)
+}
+
+type segState uint8
+
+const (
+	segFree segState = iota
+	segOpen
+	segUsed
+)
+
+// segment is one of a partition's segments.
+type segment struct {
+	seq       uint64
+	state     segState
+	live      int32 // index entries pointing here (tombstones included)
+	liveBytes int64 // data bytes of live records
+	readers   int32 // reads in flight
+}
+
+// batch is one combined append being built or in flight.
+type batch struct {
+	buf        []byte // sumArea + maxBatchBytes, aligned
+	bufIdx     int32
+	reqs       []*request // one per record, in order
+	recs       []record
+	crcs       []uint32 // flat backing of recs[i].CRCs
+	dataBlocks int
+	dataBytes  int
+	users      int // records from callers (not relocations)
+	puts       int // callers' puts
+	firstAt    int64
+	// set by flush
+	seg       int
+	off       int64 // byte offset inside the segment
+	sumBlocks int
+	total     int
+}
+
+func (b *batch) reset() {
+	clear(b.reqs)
+	b.reqs = b.reqs[:0]
+	b.recs = b.recs[:0]
+	b.crcs = b.crcs[:0]
+	b.dataBlocks, b.dataBytes, b.users, b.puts = 0, 0, 0, 0
+}
+
+// fits reports whether a record of n data bytes still fits.
+func (b *batch) fits(n int) bool {
+	nb := blocksFor(n)
+	return len(b.recs) < maxBatchRecords &&
+		(b.dataBlocks+nb)*BlockSize <= maxBatchBytes &&
+		summaryBytes(len(b.recs)+1, b.dataBlocks+nb) <= sumArea
+}
+
+// userData tags: kind in the top byte, then piece, then slot.
+const (
+	udBatch = 1 << 56
+	udRead  = 2 << 56
+	udCkpt  = 3 << 56
+)
+
+// partition owns a share of the segments and of the chunk ids. Everything
+// in it is touched only by its own goroutine, except inbox and sleeping.
+type partition struct {
+	s    *Store
+	idx  int
+	logf func(string, ...any)
+
+	inbox    chan *request
+	sleeping atomic.Bool
+	running  bool
+
+	eng     ioengine.Engine
+	fixed   bool // buffers registered
+	cqes    []ioengine.Completion
+	opsLive int // operations submitted or prepared, not yet reaped
+	readOps int // the reads among them (at most Depth-2)
+
+	index    map[ID]entry
+	segs     []segment // local index i is global segment idx + i*P
+	free     []int
+	open     int // local index of the open segment, -1 if none
+	openSeq  uint64
+	writeOff int64
+	batchIdx uint32
+
+	bufs    [2]batch
+	cur     *batch
+	flying  *batch
+	expect  int // records in the last acknowledged batch: how many to wait for
+	waitPut fifo
+	waitGet fifo
+
+	slab  *nvme.Slab
+	slots []*request // reads in flight by slot
+	freeS []int
+
+	ckpt    ckptState
+	clean   cleanState
+	closing *request
+	abandon bool // closing without a final checkpoint
+	stats   Stats
+}
+
+func newPartition(s *Store, idx int) *partition {
+	p := &partition{
+		s: s, idx: idx, logf: s.opts.Logf,
+		inbox: make(chan *request, inboxCap),
+		index: make(map[ID]entry),
+		open:  -1, expect: 1,
+	}
+	n := int(s.sb.SegmentCount)
+	for g := idx; g < n; g += int(s.sb.Partitions) {
+		p.segs = append(p.segs, segment{})
+	}
+	return p
+}
+
+// segBase is the device offset of local segment i.
+func (p *partition) segBase(i int) int64 {
+	g := int64(p.idx) + int64(i)*int64(p.s.sb.Partitions)
+	return int64(p.s.sb.DataOff) + g*int64(p.s.sb.SegmentSize)
+}
+
+// segOf maps a device offset inside this partition's segments to the local
+// segment index.
+func (p *partition) segOf(loc int64) int {
+	g := (loc - int64(p.s.sb.DataOff)) / int64(p.s.sb.SegmentSize)
+	return int(g / int64(p.s.sb.Partitions))
+}
+
+// call sends r to the partition and waits for its answer.
+func (p *partition) call(r *request) error {
+	if !p.running {
+		return ErrClosed
+	}
+	p.inbox <- r
+	if p.sleeping.Load() {
+		p.eng.Wake()
+	}
+	<-r.done
+	return r.err
+}
+
+func (p *partition) finish(r *request, err error) {
+	r.err = err
+	r.done <- struct{}{}
+}
+
+// run is the partition goroutine: it locks its OS thread, creates the ring
+// on it, reports readiness on ready and serves requests until closed.
+func (p *partition) run(ready chan<- error) {
+	runtime.LockOSThread() // never unlocked: the ring belongs to this thread
+	if cpus := p.s.opts.CPUs; len(cpus) > 0 {
+		var set unix.CPUSet
+		set.Set(cpus[p.idx%len(cpus)])
+		if err := unix.SchedSetaffinity(0, &set); err != nil {
+			p.logf("chunkstore: partition %d: pinning to CPU %d failed: %v (running unpinned)", p.idx, cpus[p.idx%len(cpus)], err)
+		}
+	}
+	if err := p.setup(); err != nil {
+		p.teardown()
+		ready <- fmt.Errorf("chunkstore: partition %d: %w", p.idx, err)
+		return
+	}
+	p.running = true
+	ready <- nil
+	p.loop()
+	p.teardown()
+	p.running = false
+	p.finish(p.closing, p.closeErr())
+}
+
+func (p *partition) closeErr() error {
+	if p.ckpt.err != nil {
+		return fmt.Errorf("chunkstore: partition %d: final checkpoint: %w (the next open replays the log instead)", p.idx, p.ckpt.err)
+	}
+	return nil
+}
+
+func (p *partition) setup() error {
+	eng, err := ioengine.New(p.s.opts.Engine, p.s.opts.QueueDepth, p.logf)
+	if err != nil {
+		return err
+	}
+	p.eng = eng
+	p.cqes = make([]ioengine.Completion, 4*eng.Depth())
+	if err := eng.RegisterFiles([]int{p.s.dev.Fd()}); err != nil {
+		return fmt.Errorf("register device with the I/O engine: %w", err)
+	}
+	var regs [][]byte
+	for i := range p.bufs {
+		b := &p.bufs[i]
+		if b.buf, err = nvme.AllocAligned(sumArea + maxBatchBytes); err != nil {
+			return err
+		}
+		b.bufIdx = int32(i)
+		b.reqs = make([]*request, 0, maxBatchRecords)
+		b.recs = make([]record, 0, maxBatchRecords)
+		b.crcs = make([]uint32, 0, maxBatchBytes/BlockSize)
+		regs = append(regs, b.buf)
+	}
+	if p.slab, err = nvme.NewSlab(readBufCount, readBufSize); err != nil {
+		return err
+	}
+	regs = append(regs, p.slab.Memory())
+	if err := eng.RegisterBuffers(regs); err != nil {
+		// Registration pins memory against RLIMIT_MEMLOCK; without it
+		// the plain opcodes work the same, a little slower.
+		p.logf("chunkstore: partition %d: registering I/O buffers failed (%v): using unregistered buffers", p.idx, err)
+	} else {
+		p.fixed = true
+	}
+	p.slots = make([]*request, readBufCount)
+	p.freeS = make([]int, 0, readBufCount)
+	for i := readBufCount - 1; i >= 0; i-- {
+		p.freeS = append(p.freeS, i)
+	}
+	p.cur = &p.bufs[0]
+	return nil
+}
+
+func (p *partition) teardown() {
+	if p.eng != nil {
+		p.eng.Close()
+		p.eng = nil
+	}
+	for i := range p.bufs {
+		nvme.FreeAligned(p.bufs[i].buf)
+		p.bufs[i].buf = nil
+	}
+	if p.slab != nil {
+		p.slab.Close()
+		p.slab = nil
+	}
+	p.ckpt.release()
+}
+
+func (p *partition) bufIndex(b int32) int32 {
+	if !p.fixed {
+		return -1
+	}
+	return b
+}
+
+func nanotime() int64 { return time.Now().UnixNano() }
+
+// loop serves requests until a close request has been fully handled.
+func (p *partition) loop() {
+	for {
+		progressed := false
+		for i := 0; i < 256; i++ {
+			select {
+			case r := <-p.inbox:
+				p.handle(r)
+				progressed = true
+				continue
+			default:
+			}
+			break
+		}
+		now := nanotime()
+		if p.shouldFlush(now) {
+			p.flush()
+		}
+		p.background()
+		if p.closing != nil && p.idle() {
+			return
+		}
+		if p.opsLive > 0 || progressed {
+			if _, err := p.eng.Submit(0, 0); err != nil {
+				p.logf("chunkstore: partition %d: submit: %v", p.idx, err)
+			}
+		}
+		if p.reap() > 0 || progressed {
+			continue
+		}
+		// Nothing to do right now: sleep until a completion, a request
+		// (Wake) or the combine deadline.
+		timeout := time.Second
+		if p.flying == nil && len(p.cur.recs) > 0 {
+			timeout = time.Duration(p.cur.firstAt + int64(p.s.opts.CombineDelay) - now)
+			if timeout <= 0 {
+				continue
+			}
+		}
+		p.sleeping.Store(true)
+		if len(p.inbox) > 0 {
+			p.sleeping.Store(false)
+			continue
+		}
+		if _, err := p.eng.Submit(1, timeout); err != nil && !errors.Is(err, unix.ETIME) && !errors.Is(err, unix.EINTR) {
+			p.logf("chunkstore: partition %d: wait: %v", p.idx, err)
+		}
+		p.sleeping.Store(false)
+	}
+}
+
+// idle reports whether nothing is pending or in flight.
+func (p *partition) idle() bool {
+	return p.opsLive == 0 && p.flying == nil && len(p.cur.recs) == 0 &&
+		p.waitPut.empty() && p.waitGet.empty() && !p.ckpt.active && !p.ckpt.want && !p.clean.active
+}
+
+func (p *partition) reap() int {
+	total := 0
+	for {
+		n := p.eng.Reap(p.cqes)
+		for i := 0; i < n; i++ {
+			p.opsLive--
+			p.complete(p.cqes[i])
+		}
+		total += n
+		if n < len(p.cqes) {
+			return total
+		}
+	}
+}
+
+func (p *partition) complete(c ioengine.Completion) {
+	switch c.UserData & (0xff << 56) {
+	case udBatch:
+		p.batchDone(c.Res)
+	case udRead:
+		p.readDone(c)
+	case udCkpt:
+		p.ckptDone(c)
+	}
+}
+
+// handle starts one request.
+func (p *partition) handle(r *request) {
+	switch r.kind {
+	case opPut, opDelete:
+		p.admitWrite(r)
+	case opGet:
+		p.startGet(r)
+	case opStat:
+		e, ok := p.index[r.id]
+		if !ok || e.tomb {
+			p.finish(r, ErrNotFound)
+			return
+		}
+		r.info = Info{ID: r.id, Version: e.version, Length: int(e.length)}
+		p.finish(r, nil)
+	case opList:
+		r.list = p.list(r.id, r.n, r.list[:0])
+		p.finish(r, nil)
+	case opStats:
+		r.stats = p.snapshotStats()
+		p.finish(r, nil)
+	case opCheckpoint:
+		p.ckpt.waiters.push(r)
+		p.ckpt.want = true
+	case opClose:
+		if p.closing != nil {
+			p.finish(r, ErrClosed)
+			return
+		}
+		p.closing = r
+		p.ckpt.want = !r.abandon
+		p.abandon = r.abandon
+	}
+}
+
+// list returns up to limit live ids at or above from, sorted.
+func (p *partition) list(from ID, limit int, out []Info) []Info {
+	for id, e := range p.index {
+		if e.tomb || id.less(from) {
+			continue
+		}
+		out = append(out, Info{ID: id, Version: e.version, Length: int(e.length)})
+	}
+	slices.SortFunc(out, func(a, b Info) int {
+		switch {
+		case a.ID.less(b.ID):
+			return -1
+		case b.ID.less(a.ID):
+			return 1
+		}
+		return 0
+	})
+	if len(out) > limit {
+		out = out[:limit]
+	}
+	return out
+}

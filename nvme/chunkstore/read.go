@@ -1,0 +1,217 @@
+package chunkstore
+
+import (
+	"encoding/binary"
+	"fmt"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/claudefs/claudefs/nvme/ioengine"
+)
+
+// Read path. A Get reads the blocks covering its range into registered slab
+// buffers, plus the record's checksums unless the range is block 0 alone
+// (whose checksum the index keeps), verifies every block, and only then
+// copies the bytes out. The segment being read cannot be reused until the
+// read completes (segment.readers).
+
+const crcPiece = 0xff // piece number of the checksum read
+
+// reqLen is the data size a write request adds to a batch.
+func reqLen(r *request) int {
+	if r.kind == opReloc {
+		if r.ent.tomb {
+			return 0
+		}
+		return int(r.ent.length)
+	}
+	return len(r.data)
+}
+
+// startGet starts the read for an opGet or opReloc, or queues it until slab
+// buffers free up.
+func (p *partition) startGet(r *request) {
+	if r.kind == opGet {
+		e, ok := p.index[r.id]
+		if !ok || e.tomb {
+			p.finish(r, ErrNotFound)
+			return
+		}
+		r.ent = e
+		r.info.Version = e.version
+		if r.off >= int64(e.length) || len(r.data) == 0 {
+			r.n = 0
+			p.finish(r, nil)
+			return
+		}
+	}
+	if !p.waitGet.empty() || !p.issueRead(r) {
+		p.waitGet.push(r)
+	}
+}
+
+// readSpan is the byte range of the chunk a read covers.
+func readSpan(r *request) (off, n int) {
+	if r.kind == opReloc {
+		return 0, int(r.ent.length)
+	}
+	return int(r.off), min(len(r.data), int(r.ent.length)-int(r.off))
+}
+
+// issueRead prepares the reads for r; false when buffers or queue slots are
+// short (nothing is taken then).
+func (p *partition) issueRead(r *request) bool {
+	off, n := readSpan(r)
+	r.b0 = off / BlockSize
+	r.b1 = (off + n + BlockSize - 1) / BlockSize
+	needCRC := r.b0 != 0 || r.b1 != 1
+	span := (r.b1 - r.b0) * BlockSize
+	pieces := (span + readBufSize - 1) / readBufSize
+	need := pieces
+	if needCRC {
+		need++
+	}
+	// Reads may fill the queue but for the two slots kept for the batch
+	// write and the checkpoint write.
+	if len(p.freeS) == 0 || p.slab.Free() < need || p.readOps+need > p.eng.Depth()-2 {
+		return false
+	}
+	slot := p.freeS[len(p.freeS)-1]
+	p.freeS = p.freeS[:len(p.freeS)-1]
+	p.slots[slot] = r
+	r.slot = slot
+	r.pending = need
+	p.readOps += need
+	r.nbufs = pieces
+	r.crcBuf = -1
+	r.err = nil
+	p.segs[p.segOf(r.ent.crcLoc)].readers++
+	base := r.ent.dataLoc + int64(r.b0)*BlockSize
+	for j := 0; j < pieces; j++ {
+		idx, buf, _ := p.slab.Get()
+		r.bufs[j] = idx
+		ln := min(readBufSize, span-j*readBufSize)
+		op := ioengine.Op{Opcode: ioengine.OpRead, BufIndex: p.bufIndex(2), Buf: buf[:ln],
+			Off: base + int64(j)*readBufSize, UserData: udRead | uint64(j)<<32 | uint64(slot)}
+		p.prepare(&op)
+	}
+	if needCRC {
+		lo := r.ent.crcLoc + int64(r.b0)*4
+		hi := r.ent.crcLoc + int64(r.b1)*4
+		alo := lo &^ (BlockSize - 1)
+		ahi := (hi + BlockSize - 1) &^ (BlockSize - 1)
+		idx, buf, _ := p.slab.Get()
+		r.crcBuf = idx
+		r.crcSkip = int(lo - alo)
+		op := ioengine.Op{Opcode: ioengine.OpRead, BufIndex: p.bufIndex(2), Buf: buf[:ahi-alo],
+			Off: alo, UserData: udRead | crcPiece<<32 | uint64(slot)}
+		p.prepare(&op)
+	}
+	return true
+}
+
+func (p *partition) readDone(c ioengine.Completion) {
+	slot := int(c.UserData & 0xffffffff)
+	piece := int(c.UserData>>32) & 0xff
+	r := p.slots[slot]
+	p.readOps--
+	want := BlockSize * 2
+	if piece != crcPiece {
+		span := (r.b1 - r.b0) * BlockSize
+		want = min(readBufSize, span-piece*readBufSize)
+	}
+	if c.Res < 0 {
+		r.err = fmt.Errorf("chunkstore: read chunk %v: %w", r.id, unix.Errno(-c.Res))
+	} else if piece != crcPiece && int(c.Res) != want {
+		r.err = fmt.Errorf("chunkstore: read chunk %v: short read %d of %d bytes", r.id, c.Res, want)
+	}
+	r.pending--
+	if r.pending > 0 {
+		return
+	}
+	p.slots[slot] = nil
+	p.freeS = append(p.freeS, slot)
+	if r.err == nil {
+		r.err = p.verify(r)
+	}
+	if r.err != nil && IsCorrupt(r.err) {
+		p.stats.CorruptReads++
+	}
+	if r.kind == opReloc {
+		p.relocRead(r)
+	} else {
+		if r.err == nil {
+			r.n = p.copyOut(r, r.data)
+			p.stats.Gets++
+			p.stats.BytesRead += uint64(r.n)
+		}
+		p.releaseRead(r)
+		p.finish(r, r.err)
+	}
+	p.drainGets()
+}
+
+// releaseRead returns r's buffers and its hold on the segment.
+func (p *partition) releaseRead(r *request) {
+	for j := 0; j < r.nbufs; j++ {
+		p.slab.Put(r.bufs[j])
+	}
+	r.nbufs = 0
+	if r.crcBuf >= 0 {
+		p.slab.Put(r.crcBuf)
+		r.crcBuf = -1
+	}
+	i := p.segOf(r.ent.crcLoc)
+	p.segs[i].readers--
+	p.maybeFree(i)
+}
+
+func (p *partition) drainGets() {
+	for !p.waitGet.empty() {
+		if !p.issueRead(p.waitGet.head) {
+			return
+		}
+		p.waitGet.pop()
+	}
+}
+
+// verify checks every block read against its checksum.
+func (p *partition) verify(r *request) error {
+	var crcs []byte
+	if r.crcBuf >= 0 {
+		crcs = p.slab.Buf(r.crcBuf)[r.crcSkip:]
+	}
+	for blk := r.b0; blk < r.b1; blk++ {
+		rel := (blk - r.b0) * BlockSize
+		valid := min(BlockSize, int(r.ent.length)-blk*BlockSize)
+		data := p.slab.Buf(r.bufs[rel/readBufSize])[rel%readBufSize:]
+		want := r.ent.crc0
+		if crcs != nil {
+			want = binary.LittleEndian.Uint32(crcs[(blk-r.b0)*4:])
+		}
+		if got := crc32c(data[:valid]); got != want {
+			return fmt.Errorf("chunkstore: chunk %v version %d: %w", r.id, r.ent.version,
+				corruptf("block %d: checksum %08x, recorded %08x", blk, got, want))
+		}
+	}
+	return nil
+}
+
+// copyOut copies the requested range from the slab buffers into dst.
+func (p *partition) copyOut(r *request, dst []byte) int {
+	off, n := readSpan(r)
+	rel := off - r.b0*BlockSize
+	done := 0
+	for done < n {
+		piece := (rel + done) / readBufSize
+		po := (rel + done) % readBufSize
+		done += copy(dst[done:n], p.slab.Buf(r.bufs[piece])[po:])
+	}
+	return n
+}
+
+// copyFromSlab copies a relocation's verified data into the batch.
+func (p *partition) copyFromSlab(r *request, dst []byte) {
+	p.copyOut(r, dst)
+	p.releaseRead(r)
+}

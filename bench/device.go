@@ -195,6 +195,14 @@ func fillPattern(buf []byte) {
 	}
 }
 
+// submitBatch is how many prepared I/Os one submission carries at most.
+// Larger batches save io_uring_enter calls but hold the first I/Os of a
+// batch back until the kernel has issued the whole batch (a few µs each in
+// a VM: with 32 refills per enter, 4 KiB reads lost ~10% of their IOPS and
+// spent 100 µs between queueing and submission). 4 measured best for 4 KiB
+// reads at iodepth 32 and 128 and no worse for 1 MiB I/Os.
+const submitBatch = 4
+
 // deviceLoop keeps depth I/Os in flight on one engine. Slots index the
 // per-I/O state and the bs-byte read buffers. It allocates nothing after
 // newDeviceLoop.
@@ -253,14 +261,9 @@ func (l *deviceLoop) run(w *Worker) error {
 			stopping = done || err != nil
 		}
 		if len(l.batch) > 0 {
-			if _, err := l.eng.Submit(0, 0); err != nil {
-				return errors.Join(firstErr, fmt.Errorf("submit: %w", err))
+			if err := l.submit(); err != nil {
+				return errors.Join(firstErr, err)
 			}
-			now := Now()
-			for _, s := range l.batch {
-				l.sub[s] = now
-			}
-			l.batch = l.batch[:0]
 		}
 		if l.inflight == 0 {
 			if stopping {
@@ -303,9 +306,10 @@ func (l *deviceLoop) ioError(s int32, res int32) error {
 	return fmt.Errorf("%s of %d bytes at offset %d: short transfer of %d bytes", dir, l.bs, l.off[s], res)
 }
 
-// fill prepares I/Os (stamping their issue time) until depth are in flight,
-// the engine's queue is full (the I/O drawn is held in op for the next fill)
-// or the worker has nothing more (done).
+// fill prepares I/Os (stamping their issue time), submitting every
+// submitBatch, until depth are in flight, the engine's queue is full (the
+// I/O drawn is held in op for the next fill) or the worker has nothing more
+// (done). The caller submits the remainder.
 func (l *deviceLoop) fill(w *Worker) (done bool, err error) {
 	now := Now()
 	for l.inflight < l.depth {
@@ -340,6 +344,25 @@ func (l *deviceLoop) fill(w *Worker) (done bool, err error) {
 		l.issued[s] = now
 		l.batch = append(l.batch, s)
 		l.inflight++
+		if len(l.batch) == submitBatch {
+			if err := l.submit(); err != nil {
+				return true, err
+			}
+			now = Now()
+		}
 	}
 	return false, nil
+}
+
+// submit starts the prepared I/Os and stamps their submission time.
+func (l *deviceLoop) submit() error {
+	if _, err := l.eng.Submit(0, 0); err != nil {
+		return fmt.Errorf("submit: %w", err)
+	}
+	now := Now()
+	for _, s := range l.batch {
+		l.sub[s] = now
+	}
+	l.batch = l.batch[:0]
+	return nil
 }

@@ -64,14 +64,18 @@ func (c *ckptState) release() {
 // background starts a checkpoint or cleaning work when due.
 func (p *partition) background() {
 	c := &p.ckpt
-	if !c.active && !p.abandon && p.flying == nil && (c.want || c.since >= p.s.opts.CheckpointEvery) {
+	if !c.active && !p.abandon && (c.want || c.since >= p.s.opts.CheckpointEvery) {
 		p.startCheckpoint()
 	}
 	p.cleanStep()
 }
 
-// position is where the next batch will be written.
+// position is where replay must start for the index as it is now: the
+// oldest append in flight, or else where the next batch will be written.
 func (p *partition) position() ckptPos {
+	if len(p.fly) > 0 {
+		return ckptPos{seq: p.fly[0].seq, idx: p.fly[0].idx}
+	}
 	if p.open < 0 {
 		return ckptPos{seq: p.s.nextSeq.Load() + 1}
 	}

@@ -131,6 +131,7 @@ type segment struct {
 	live      int32 // index entries pointing here (tombstones included)
 	liveBytes int64 // data bytes of live records
 	readers   int32 // reads in flight
+	writers   int32 // appends in flight
 }
 
 // batch is one combined append being built or in flight.
@@ -146,6 +147,10 @@ type batch struct {
 	puts       int // callers' puts
 	firstAt    int64
 	// set by flush
+	seq       uint64
+	idx       uint32
+	done      bool  // its write completed
+	res       int32 // the write's result
 	seg       int
 	off       int64 // byte offset inside the segment
 	sumBlocks int
@@ -200,16 +205,19 @@ type partition struct {
 	writeOff int64
 	batchIdx uint32
 
-	bufs    [2]batch
+	bufs    [maxFlying + 1]batch
 	cur     *batch
-	flying  *batch
-	expect  int // records in the last acknowledged batch: how many to wait for
+	fly     []*batch // appends in flight, oldest first; acknowledged in this order
+	spare   []*batch // batch buffers neither open nor in flight
+	roErr   error    // set after a failed append: the partition refuses writes
+	expect  int      // records in the last acknowledged batch: how many to wait for
 	waitPut fifo
 	waitGet fifo
 
-	slab  *nvme.Slab
-	slots []*request // reads in flight by slot
-	freeS []int
+	slab    *nvme.Slab
+	slabIdx int32      // the slab's registered buffer index
+	slots   []*request // reads in flight by slot
+	freeS   []int
 
 	ckpt    ckptState
 	clean   cleanState
@@ -319,6 +327,7 @@ func (p *partition) setup() error {
 	if p.slab, err = nvme.NewSlab(readBufCount, readBufSize); err != nil {
 		return err
 	}
+	p.slabIdx = int32(len(regs))
 	regs = append(regs, p.slab.Memory())
 	if err := eng.RegisterBuffers(regs); err != nil {
 		// Registration pins memory against RLIMIT_MEMLOCK; without it
@@ -333,6 +342,10 @@ func (p *partition) setup() error {
 		p.freeS = append(p.freeS, i)
 	}
 	p.cur = &p.bufs[0]
+	p.fly = make([]*batch, 0, maxFlying)
+	for i := 1; i < len(p.bufs); i++ {
+		p.spare = append(p.spare, &p.bufs[i])
+	}
 	return nil
 }
 
@@ -394,7 +407,7 @@ func (p *partition) loop() {
 		// Nothing to do right now: sleep until a completion, a request
 		// (Wake) or the combine deadline.
 		timeout := time.Second
-		if p.flying == nil && len(p.cur.recs) > 0 {
+		if len(p.fly) < p.s.opts.AppendsInFlight && len(p.cur.recs) > 0 {
 			timeout = time.Duration(p.cur.firstAt + int64(p.s.opts.CombineDelay) - now)
 			if timeout <= 0 {
 				continue
@@ -414,7 +427,7 @@ func (p *partition) loop() {
 
 // idle reports whether nothing is pending or in flight.
 func (p *partition) idle() bool {
-	return p.opsLive == 0 && p.flying == nil && len(p.cur.recs) == 0 &&
+	return p.opsLive == 0 && len(p.fly) == 0 && len(p.cur.recs) == 0 &&
 		p.waitPut.empty() && p.waitGet.empty() && !p.ckpt.active && !p.ckpt.want && !p.clean.active
 }
 
@@ -436,7 +449,7 @@ func (p *partition) reap() int {
 func (p *partition) complete(c ioengine.Completion) {
 	switch c.UserData & (0xff << 56) {
 	case udBatch:
-		p.batchDone(c.Res)
+		p.batchDone(int(c.UserData&0xff), c.Res)
 	case udRead:
 		p.readDone(c)
 	case udCkpt:

@@ -71,9 +71,9 @@ func (p *partition) issueRead(r *request) bool {
 	if needCRC {
 		need++
 	}
-	// Reads may fill the queue but for the two slots kept for the batch
-	// write and the checkpoint write.
-	if len(p.freeS) == 0 || p.slab.Free() < need || p.readOps+need > p.eng.Depth()-2 {
+	// Reads may fill the queue but for the slots kept for the appends and
+	// the checkpoint write.
+	if len(p.freeS) == 0 || p.slab.Free() < need || p.readOps+need > p.eng.Depth()-maxFlying-1 {
 		return false
 	}
 	slot := p.freeS[len(p.freeS)-1]
@@ -87,13 +87,18 @@ func (p *partition) issueRead(r *request) bool {
 	r.err = nil
 	p.segs[p.segOf(r.ent.crcLoc)].readers++
 	base := r.ent.dataLoc + int64(r.b0)*BlockSize
+	var failed [maxGetBufs]uint64
+	nfailed := 0
 	for j := 0; j < pieces; j++ {
 		idx, buf, _ := p.slab.Get()
 		r.bufs[j] = idx
 		ln := min(readBufSize, span-j*readBufSize)
-		op := ioengine.Op{Opcode: ioengine.OpRead, BufIndex: p.bufIndex(2), Buf: buf[:ln],
+		op := ioengine.Op{Opcode: ioengine.OpRead, BufIndex: p.bufIndex(p.slabIdx), Buf: buf[:ln],
 			Off: base + int64(j)*readBufSize, UserData: udRead | uint64(j)<<32 | uint64(slot)}
-		p.prepare(&op)
+		if !p.prepare(&op) {
+			failed[nfailed] = op.UserData
+			nfailed++
+		}
 	}
 	if needCRC {
 		lo := r.ent.crcLoc + int64(r.b0)*4
@@ -103,9 +108,17 @@ func (p *partition) issueRead(r *request) bool {
 		idx, buf, _ := p.slab.Get()
 		r.crcBuf = idx
 		r.crcSkip = int(lo - alo)
-		op := ioengine.Op{Opcode: ioengine.OpRead, BufIndex: p.bufIndex(2), Buf: buf[:ahi-alo],
+		op := ioengine.Op{Opcode: ioengine.OpRead, BufIndex: p.bufIndex(p.slabIdx), Buf: buf[:ahi-alo],
 			Off: alo, UserData: udRead | crcPiece<<32 | uint64(slot)}
-		p.prepare(&op)
+		if !p.prepare(&op) {
+			failed[nfailed] = op.UserData
+			nfailed++
+		}
+	}
+	// A read the engine refused completes as an I/O error (prepare has
+	// logged why), once every piece has been accounted for.
+	for i := 0; i < nfailed; i++ {
+		p.readDone(ioengine.Completion{UserData: failed[i], Res: -int32(unix.EIO)})
 	}
 	return true
 }

@@ -14,7 +14,7 @@ import (
 //     first summary of each segment names its sequence number);
 //  3. replay their batches in log order, stopping in each segment at the
 //     first block that is not the next valid summary;
-//  4. verify the data of the partition's very last batch, the only one a
+//  4. verify the data of the partition's last maxFlying batches, the only ones a
 //     crash can have torn (one batch is in flight at a time), and drop it if
 //     any block fails its checksum: it was never acknowledged.
 //
@@ -68,32 +68,9 @@ func (s *Store) recoverPartition(p *partition) (recovered, error) {
 		return 0
 	})
 
-	// Replay, holding back the last batch until its data is verified.
-	type held struct {
-		seg  int
-		off  int64
-		h    summaryHeader
-		recs []record
-	}
-	var last *held
-	applyHeld := func(b *held) {
-		base := p.segBase(b.seg) + b.off
-		dataLoc := base + int64(b.h.SumBlocks)*BlockSize
-		crcOff := int64(summaryHdrSize)
-		for i := range b.recs {
-			rec := &b.recs[i]
-			ne := entry{version: rec.Version, stamp: rec.Stamp, length: rec.Length, crcLoc: base + crcOff + recordFixed}
-			crcOff += recordFixed + int64(len(rec.CRCs))*4
-			if rec.Kind == recDelete {
-				ne.tomb, ne.dataLoc = true, -1
-			} else {
-				ne.dataLoc = dataLoc + int64(rec.Block)*BlockSize
-				ne.crc0 = rec.CRCs[0]
-			}
-			p.apply(rec.ID, ne, false)
-		}
-		rv.replayed++
-	}
+	// Replay, holding back the last maxFlying batches until their data is
+	// verified: only those can have been in flight at the crash.
+	var window []held
 	segSize := int64(s.sb.SegmentSize)
 	for _, c := range cands {
 		off := int64(0)
@@ -107,25 +84,46 @@ func (s *Store) recoverPartition(p *partition) (recovered, error) {
 				break
 			}
 			if !(ckptPos{c.seq, idx}).less(pos) {
-				if last != nil {
-					applyHeld(last)
+				if len(window) == maxFlying {
+					p.applyBatch(&window[0])
+					rv.replayed++
+					window = append(window[:0], window[1:]...)
 				}
-				last = &held{seg: c.seg, off: off, h: h, recs: recs}
+				window = append(window, held{seg: c.seg, seq: c.seq, off: off, h: h, recs: recs})
 			}
 			off += size
 			p.open, p.openSeq, p.writeOff, p.batchIdx = c.seg, c.seq, off, idx+1
 		}
 	}
-	if last != nil {
-		if err := s.verifyBatch(p, last.seg, last.off, last.h, last.recs); err != nil {
-			s.opts.Logf("chunkstore: partition %d: dropping the last batch (segment %d offset %d), never acknowledged: %v", p.idx, last.seg, last.off, err)
-			rv.dropped++
-			if p.open == last.seg {
-				p.writeOff, p.batchIdx = last.off, last.h.BatchIdx
-			}
-		} else {
-			applyHeld(last)
+	for i := range window {
+		b := &window[i]
+		err := s.verifyBatch(p, b.seg, b.off, b.h, b.recs)
+		if err == nil {
+			p.applyBatch(b)
+			rv.replayed++
+			continue
 		}
+		// This batch and every later one were never acknowledged
+		// (acknowledgements go in log order). Make their summaries
+		// unreadable for good, so no later recovery, for which they are
+		// no longer the newest, can take them for valid.
+		s.opts.Logf("chunkstore: partition %d: dropping %d torn batch(es) from segment %d offset %d, never acknowledged: %v",
+			p.idx, len(window)-i, b.seg, b.off, err)
+		for _, d := range window[i:] {
+			clear(sumBuf[:BlockSize])
+			if err := s.dev.WriteAt(sumBuf[:BlockSize], p.segBase(d.seg)+d.off); err != nil {
+				return rv, fmt.Errorf("erasing a torn batch: %w", err)
+			}
+			if d.off == 0 && d.seg != b.seg {
+				p.segs[d.seg].seq = 0
+			}
+		}
+		if err := s.dev.Sync(); err != nil {
+			return rv, err
+		}
+		rv.dropped += len(window) - i
+		p.open, p.openSeq, p.writeOff, p.batchIdx = b.seg, b.seq, b.off, b.h.BatchIdx
+		break
 	}
 
 	// Segment states from what the index references.
@@ -299,4 +297,32 @@ func (p *partition) checkEntry(e entry) error {
 		return corruptf("record spans segments")
 	}
 	return nil
+}
+
+// held is a replayed batch not yet applied.
+type held struct {
+	seg  int
+	seq  uint64
+	off  int64
+	h    summaryHeader
+	recs []record
+}
+
+// applyBatch installs a replayed batch's records in the index.
+func (p *partition) applyBatch(b *held) {
+	base := p.segBase(b.seg) + b.off
+	dataLoc := base + int64(b.h.SumBlocks)*BlockSize
+	crcOff := int64(summaryHdrSize)
+	for i := range b.recs {
+		rec := &b.recs[i]
+		ne := entry{version: rec.Version, stamp: rec.Stamp, length: rec.Length, crcLoc: base + crcOff + recordFixed}
+		crcOff += recordFixed + int64(len(rec.CRCs))*4
+		if rec.Kind == recDelete {
+			ne.tomb, ne.dataLoc = true, -1
+		} else {
+			ne.dataLoc = dataLoc + int64(rec.Block)*BlockSize
+			ne.crc0 = rec.CRCs[0]
+		}
+		p.apply(rec.ID, ne, false)
+	}
 }

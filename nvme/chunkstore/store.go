@@ -28,6 +28,9 @@ const (
 	DefaultSegmentSize = 64 << 20
 	// maxListLimit bounds one page of List.
 	maxListLimit = 100000
+	// maxFlying bounds Options.AppendsInFlight; recovery verifies this
+	// many of a partition's newest appends.
+	maxFlying = 4
 )
 
 // Errors callers can test with errors.Is.
@@ -98,6 +101,10 @@ type Options struct {
 	// CombineDelay is the longest a write waits for others to combine with
 	// (default 100µs). Zero-delay writing: set CombineBytes to 1.
 	CombineDelay time.Duration
+	// AppendsInFlight is how many combined appends a partition keeps in
+	// flight at once (default 2, at most 4): while one is being made
+	// durable the next gathers writes.
+	AppendsInFlight int
 	// CheckpointEvery writes a checkpoint after this many bytes have been
 	// appended by a partition since its last one (default 1 GiB), which
 	// bounds the log that recovery replays.
@@ -116,8 +123,14 @@ func (o *Options) fill() error {
 		o.QueueDepth = 128
 	}
 	// A Get of a whole MaxChunkSize chunk is maxGetBufs reads at once.
-	if o.QueueDepth < maxGetBufs+2 || o.QueueDepth > 4096 {
-		return fmt.Errorf("chunkstore: queue depth %d out of range [%d, 4096]", o.QueueDepth, maxGetBufs+2)
+	if minDepth := maxGetBufs + maxFlying + 1; o.QueueDepth < minDepth || o.QueueDepth > 4096 {
+		return fmt.Errorf("chunkstore: queue depth %d out of range [%d, 4096]", o.QueueDepth, minDepth)
+	}
+	if o.AppendsInFlight == 0 {
+		o.AppendsInFlight = 2
+	}
+	if o.AppendsInFlight < 1 || o.AppendsInFlight > maxFlying {
+		return fmt.Errorf("chunkstore: appends in flight %d out of range [1, %d]", o.AppendsInFlight, maxFlying)
 	}
 	if o.CombineBytes == 0 {
 		o.CombineBytes = 1 << 20

@@ -17,6 +17,10 @@ import (
 // admitWrite adds a put or delete to the open batch, or queues it when the
 // batch is full.
 func (p *partition) admitWrite(r *request) {
+	if p.roErr != nil {
+		p.finish(r, p.roErr)
+		return
+	}
 	e, ok := p.index[r.id]
 	if ok && r.version < e.version {
 		p.finish(r, fmt.Errorf("%w: chunk %v is at version %d, request has %d", ErrStaleVersion, r.id, e.version, r.version))
@@ -84,7 +88,7 @@ func (p *partition) addRecord(r *request) {
 // once its oldest record has waited CombineDelay.
 func (p *partition) shouldFlush(now int64) bool {
 	b := p.cur
-	if p.flying != nil || len(b.recs) == 0 {
+	if len(p.fly) >= p.s.opts.AppendsInFlight || len(b.recs) == 0 {
 		return false
 	}
 	return !p.waitPut.empty() || p.closing != nil || p.ckpt.want ||
@@ -95,6 +99,10 @@ func (p *partition) shouldFlush(now int64) bool {
 // flush writes the open batch.
 func (p *partition) flush() {
 	b := p.cur
+	if p.roErr != nil {
+		p.failBatch(b, p.roErr)
+		return
+	}
 	sumBlocks := blocksFor(summaryBytes(len(b.recs), b.dataBlocks))
 	total := int64(sumBlocks+b.dataBlocks) * BlockSize
 	if p.open < 0 || p.writeOff+total > int64(p.s.sb.SegmentSize) {
@@ -119,37 +127,41 @@ func (p *partition) flush() {
 	b.seg, b.off, b.sumBlocks, b.total = p.open, p.writeOff, sumBlocks, int(total)
 	op := ioengine.Op{Opcode: ioengine.OpWrite, Flags: ioengine.FlagDatasync, File: 0,
 		BufIndex: p.bufIndex(b.bufIdx), Buf: b.buf[start : start+int(total)],
-		Off: p.segBase(p.open) + p.writeOff, UserData: udBatch}
+		Off: p.segBase(p.open) + p.writeOff, UserData: udBatch | uint64(b.bufIdx)}
 	if !p.prepare(&op) {
-		return // cannot happen: a batch is the only write in flight
+		p.failBatch(b, fmt.Errorf("chunkstore: partition %d: the I/O engine refused the append", p.idx))
+		return
 	}
+	b.seq, b.idx, b.done = p.openSeq, p.batchIdx, false
+	p.segs[p.open].writers++
 	p.writeOff += total
 	p.batchIdx++
-	p.flying = b
-	if b == &p.bufs[0] {
-		p.cur = &p.bufs[1]
-	} else {
-		p.cur = &p.bufs[0]
-	}
+	p.fly = append(p.fly, b)
+	p.cur = p.spare[len(p.spare)-1]
+	p.spare = p.spare[:len(p.spare)-1]
 	p.cur.reset()
 	for !p.waitPut.empty() && p.cur.fits(reqLen(p.waitPut.head)) {
 		p.addRecord(p.waitPut.pop())
 	}
 }
 
-// prepare queues op, submitting first when the queue is full.
+// prepare queues op, submitting first when the queue is full. The callers
+// keep within the engine's depth, so a refusal is a bug, logged loudly.
 func (p *partition) prepare(op *ioengine.Op) bool {
-	for try := 0; try < 2; try++ {
-		if err := p.eng.Prepare(op); err == nil {
+	for try := 0; ; try++ {
+		err := p.eng.Prepare(op)
+		if err == nil {
 			p.opsLive++
 			return true
+		}
+		if err != ioengine.ErrQueueFull || try == 1 {
+			p.logf("chunkstore: partition %d: BUG: the I/O engine refused an operation (%d in flight): %v", p.idx, p.opsLive, err)
+			return false
 		}
 		if _, err := p.eng.Submit(0, 0); err != nil {
 			p.logf("chunkstore: partition %d: submit: %v", p.idx, err)
 		}
 	}
-	p.logf("chunkstore: partition %d: submission queue stuck full", p.idx)
-	return false
 }
 
 func (p *partition) failBatch(b *batch, err error) {
@@ -165,21 +177,44 @@ func (p *partition) failBatch(b *batch, err error) {
 }
 
 // batchDone acknowledges the batch in flight once its write completed.
-func (p *partition) batchDone(res int32) {
-	b := p.flying
-	p.flying = nil
-	if int(res) != b.total {
+// batchDone records the completion of the append in buffer bi and
+// acknowledges every append, oldest first, whose write has completed:
+// an append is acknowledged only after all earlier ones, so recovery can
+// cut the log at the first torn append.
+func (p *partition) batchDone(bi int, res int32) {
+	b := &p.bufs[bi]
+	b.done, b.res = true, res
+	p.segs[b.seg].writers--
+	for len(p.fly) > 0 && p.fly[0].done {
+		head := p.fly[0]
+		copy(p.fly, p.fly[1:])
+		p.fly = p.fly[:len(p.fly)-1]
+		p.ackBatch(head)
+		p.spare = append(p.spare, head)
+		p.maybeFree(head.seg)
+	}
+}
+
+// ackBatch applies and acknowledges one completed append, or fails it.
+func (p *partition) ackBatch(b *batch) {
+	res := b.res
+	if int(res) != b.total || p.roErr != nil {
 		var err error
-		if res < 0 {
-			err = fmt.Errorf("chunkstore: partition %d: write of %d bytes at segment %d offset %d: %w", p.idx, b.total, b.seg, b.off, unix.Errno(-res))
-		} else {
-			err = fmt.Errorf("chunkstore: partition %d: short write %d of %d bytes at segment %d offset %d", p.idx, res, b.total, b.seg, b.off)
+		switch {
+		case p.roErr != nil:
+			err = p.roErr
+		case res < 0:
+			err = fmt.Errorf("chunkstore: partition %d: append of %d bytes at segment %d offset %d: %w", p.idx, b.total, b.seg, b.off, unix.Errno(-res))
+		default:
+			err = fmt.Errorf("chunkstore: partition %d: short append %d of %d bytes at segment %d offset %d", p.idx, res, b.total, b.seg, b.off)
 		}
-		// Nothing of the batch is acknowledged; the next batch is
-		// written over the same place.
-		if p.open == b.seg {
-			p.writeOff = b.off
-			p.batchIdx--
+		// The device failed a write: what is on it past the last
+		// acknowledged append is unknown, so this partition takes no
+		// more writes; reopening the store recovers it (recovery cuts the
+		// log at the first torn append). Reads go on.
+		if p.roErr == nil {
+			p.roErr = fmt.Errorf("%w; partition %d refuses writes until the store is reopened", err, p.idx)
+			p.logf("chunkstore: %v", p.roErr)
 		}
 		p.stats.WriteErrors++
 		p.failBatch(b, err)
@@ -263,7 +298,7 @@ func (p *partition) unref(e entry) {
 // maybeFree returns segment i to the free list once nothing refers to it.
 func (p *partition) maybeFree(i int) {
 	s := &p.segs[i]
-	if s.state == segUsed && s.live == 0 && s.readers == 0 && !p.clean.holds(i) {
+	if s.state == segUsed && s.live == 0 && s.readers == 0 && s.writers == 0 && !p.clean.holds(i) {
 		s.state = segFree
 		p.free = append(p.free, i)
 	}

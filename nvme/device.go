@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -41,6 +42,12 @@ type OpenOptions struct {
 	// Progress, when set, is called while a new file is laid out with the
 	// bytes written so far and the total.
 	Progress func(done, total int64)
+	// LockWait is how long Open waits for another holder of the device to
+	// let go (default 10 s). Every open takes an exclusive lock: a process
+	// killed with I/O in flight keeps the device locked until the kernel
+	// has finished that I/O, so a successor never reads a device that a
+	// dead process is still writing.
+	LockWait time.Duration
 }
 
 // Open opens path with O_DIRECT and discovers its logical block size and
@@ -67,11 +74,37 @@ func Open(path string, opts OpenOptions) (*Device, error) {
 		return nil, fmt.Errorf("open device %s: %w", path, err)
 	}
 	d := &Device{path: path, fd: fd}
+	if err := lockDevice(fd, path, opts.LockWait); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
 	if err := d.discover(); err != nil {
 		unix.Close(fd)
 		return nil, err
 	}
 	return d, nil
+}
+
+// lockDevice takes an exclusive flock on the device, waiting up to wait.
+func lockDevice(fd int, path string, wait time.Duration) error {
+	if wait <= 0 {
+		wait = 10 * time.Second
+	}
+	deadline := time.Now().Add(wait)
+	for {
+		err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB)
+		switch {
+		case err == nil:
+			return nil
+		case err == unix.EINTR:
+			continue
+		case err != unix.EWOULDBLOCK:
+			return fmt.Errorf("lock device %s: %w", path, err)
+		case time.Now().After(deadline):
+			return fmt.Errorf("device %s is in use by another process (a running dataplane or store, or one that died with I/O still draining); waited %v: stop it first", path, wait)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 func (d *Device) discover() error {

@@ -136,9 +136,9 @@ func (p *partition) startCheckpoint() {
 	// The body goes in one write (the kernel splits it); one slot of the
 	// queue is kept for it.
 	c.pending = 1
-	op := ioengine.Op{Opcode: ioengine.OpWrite, Flags: ioengine.FlagDatasync, BufIndex: -1,
+	p.op = ioengine.Op{Opcode: ioengine.OpWrite, Flags: ioengine.FlagDatasync, BufIndex: -1,
 		Buf: buf[ckptHdrSize:size], Off: ckptSlotOff(p.s.sb, p.idx, slot) + ckptHdrSize, UserData: udCkpt}
-	if !p.prepare(&op) {
+	if !p.prepare() {
 		c.pending = 0
 		p.ckptFailed(fmt.Errorf("could not queue the checkpoint write"))
 	}
@@ -148,9 +148,9 @@ func (p *partition) writeCkptHeader() {
 	c := &p.ckpt
 	c.header = true
 	c.pending = 1
-	op := ioengine.Op{Opcode: ioengine.OpWrite, Flags: ioengine.FlagDatasync, BufIndex: -1,
+	p.op = ioengine.Op{Opcode: ioengine.OpWrite, Flags: ioengine.FlagDatasync, BufIndex: -1,
 		Buf: c.buf[:ckptHdrSize], Off: ckptSlotOff(p.s.sb, p.idx, 1-c.slot), UserData: udCkpt}
-	if !p.prepare(&op) {
+	if !p.prepare() {
 		c.pending = 0
 		p.ckptFailed(fmt.Errorf("could not queue the checkpoint header write"))
 	}

@@ -194,8 +194,9 @@ type partition struct {
 	eng     ioengine.Engine
 	fixed   bool // buffers registered
 	cqes    []ioengine.Completion
-	opsLive int // operations submitted or prepared, not yet reaped
-	readOps int // the reads among them (at most Depth-2)
+	op      ioengine.Op // the operation being prepared
+	opsLive int         // operations submitted or prepared, not yet reaped
+	readOps int         // the reads among them (at most Depth-2)
 
 	index    map[ID]entry
 	segs     []segment // local index i is global segment idx + i*P

@@ -93,10 +93,10 @@ func (p *partition) issueRead(r *request) bool {
 		idx, buf, _ := p.slab.Get()
 		r.bufs[j] = idx
 		ln := min(readBufSize, span-j*readBufSize)
-		op := ioengine.Op{Opcode: ioengine.OpRead, BufIndex: p.bufIndex(p.slabIdx), Buf: buf[:ln],
+		p.op = ioengine.Op{Opcode: ioengine.OpRead, BufIndex: p.bufIndex(p.slabIdx), Buf: buf[:ln],
 			Off: base + int64(j)*readBufSize, UserData: udRead | uint64(j)<<32 | uint64(slot)}
-		if !p.prepare(&op) {
-			failed[nfailed] = op.UserData
+		if !p.prepare() {
+			failed[nfailed] = p.op.UserData
 			nfailed++
 		}
 	}
@@ -108,10 +108,10 @@ func (p *partition) issueRead(r *request) bool {
 		idx, buf, _ := p.slab.Get()
 		r.crcBuf = idx
 		r.crcSkip = int(lo - alo)
-		op := ioengine.Op{Opcode: ioengine.OpRead, BufIndex: p.bufIndex(p.slabIdx), Buf: buf[:ahi-alo],
+		p.op = ioengine.Op{Opcode: ioengine.OpRead, BufIndex: p.bufIndex(p.slabIdx), Buf: buf[:ahi-alo],
 			Off: alo, UserData: udRead | crcPiece<<32 | uint64(slot)}
-		if !p.prepare(&op) {
-			failed[nfailed] = op.UserData
+		if !p.prepare() {
+			failed[nfailed] = p.op.UserData
 			nfailed++
 		}
 	}

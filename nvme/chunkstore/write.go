@@ -125,10 +125,10 @@ func (p *partition) flush() {
 	start := sumArea - sumBlocks*BlockSize
 	encodeSummary(b.buf[start:sumArea], p.s.salt, &h, b.recs)
 	b.seg, b.off, b.sumBlocks, b.total = p.open, p.writeOff, sumBlocks, int(total)
-	op := ioengine.Op{Opcode: ioengine.OpWrite, Flags: ioengine.FlagDatasync, File: 0,
+	p.op = ioengine.Op{Opcode: ioengine.OpWrite, Flags: ioengine.FlagDatasync, File: 0,
 		BufIndex: p.bufIndex(b.bufIdx), Buf: b.buf[start : start+int(total)],
 		Off: p.segBase(p.open) + p.writeOff, UserData: udBatch | uint64(b.bufIdx)}
-	if !p.prepare(&op) {
+	if !p.prepare() {
 		p.failBatch(b, fmt.Errorf("chunkstore: partition %d: the I/O engine refused the append", p.idx))
 		return
 	}
@@ -145,11 +145,13 @@ func (p *partition) flush() {
 	}
 }
 
-// prepare queues op, submitting first when the queue is full. The callers
+// prepare queues p.op, submitting first when the queue is full. The callers
 // keep within the engine's depth, so a refusal is a bug, logged loudly.
-func (p *partition) prepare(op *ioengine.Op) bool {
+// (p.op is a field, not a local, so passing it to the engine through an
+// interface does not allocate.)
+func (p *partition) prepare() bool {
 	for try := 0; ; try++ {
-		err := p.eng.Prepare(op)
+		err := p.eng.Prepare(&p.op)
 		if err == nil {
 			p.opsLive++
 			return true

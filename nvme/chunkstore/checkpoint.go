@@ -43,6 +43,7 @@ type tombRef struct {
 
 type ckptState struct {
 	want    bool  // a checkpoint was asked for (close, opCheckpoint)
+	final   bool  // the closing checkpoint has been started
 	active  bool  // one is being written
 	since   int64 // bytes appended since the last durable one
 	slot    int   // slot of the last durable checkpoint
@@ -64,6 +65,10 @@ func (c *ckptState) release() {
 // background starts a checkpoint or cleaning work when due.
 func (p *partition) background() {
 	c := &p.ckpt
+	if p.closing != nil && !p.abandon && !c.final && !c.active && len(p.fly) == 0 && len(p.cur.recs) == 0 &&
+		p.waitPut.empty() && !p.clean.active {
+		c.final, c.want = true, true
+	}
 	if !c.active && !p.abandon && (c.want || c.since >= p.s.opts.CheckpointEvery) {
 		p.startCheckpoint()
 	}

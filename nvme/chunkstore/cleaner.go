@@ -37,6 +37,9 @@ func (p *partition) cleanStep() {
 			return
 		}
 	}
+	if p.closing != nil {
+		c.next = len(c.ids) // closing: finish what is in flight, start nothing new
+	}
 	for c.next < len(c.ids) && c.inflight < relocInFlight {
 		id := c.ids[c.next]
 		c.next++
@@ -57,13 +60,16 @@ func (p *partition) cleanStep() {
 		v := c.victim
 		c.active = false
 		c.ids = c.ids[:0]
-		if c.failed > 0 || p.segs[v].live > 0 {
+		switch {
+		case p.closing != nil:
+			// Cut short by close; the segment is picked again later.
+		case c.failed > 0 || p.segs[v].live > 0:
 			if c.skip == nil {
 				c.skip = make(map[int]bool)
 			}
 			c.skip[v] = true
 			p.logf("chunkstore: partition %d: segment %d keeps %d records that could not be moved; it will not be cleaned again", p.idx, v, p.segs[v].live)
-		} else {
+		default:
 			p.stats.SegmentsCleaned++
 		}
 		p.maybeFree(v)

@@ -429,7 +429,8 @@ func (p *partition) loop() {
 // idle reports whether nothing is pending or in flight.
 func (p *partition) idle() bool {
 	return p.opsLive == 0 && len(p.fly) == 0 && len(p.cur.recs) == 0 &&
-		p.waitPut.empty() && p.waitGet.empty() && !p.ckpt.active && !p.ckpt.want && !p.clean.active
+		p.waitPut.empty() && p.waitGet.empty() && !p.ckpt.active && !p.ckpt.want && !p.clean.active &&
+		(p.closing == nil || p.abandon || p.ckpt.final)
 }
 
 func (p *partition) reap() int {
@@ -487,8 +488,9 @@ func (p *partition) handle(r *request) {
 			p.finish(r, ErrClosed)
 			return
 		}
+		// The final checkpoint is taken once everything else is done
+		// (background), so the next open replays nothing.
 		p.closing = r
-		p.ckpt.want = !r.abandon
 		p.abandon = r.abandon
 	}
 }

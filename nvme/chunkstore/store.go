@@ -162,6 +162,8 @@ type Store struct {
 	salt  uint32
 	parts []*partition
 	opts  Options
+	// recovery is what each partition's recovery found at Open.
+	recovery []recovered
 	// nextSeq is the last segment sequence number handed out.
 	nextSeq atomic.Uint64
 
@@ -305,6 +307,7 @@ func (s *Store) start() error {
 			return fmt.Errorf("chunkstore: partition %d: recovery: %w", i, err)
 		}
 		maxSeq = max(maxSeq, rv.maxSeq)
+		s.recovery = append(s.recovery, rv)
 		s.opts.Logf("chunkstore: partition %d recovered in %v: %d entries from the checkpoint, %d batches replayed, %d torn batch dropped",
 			i, time.Since(t0).Round(time.Millisecond), rv.loaded, rv.replayed, rv.dropped)
 	}

@@ -192,6 +192,14 @@ func TestReopen(t *testing.T) {
 			}
 			s = openTest(t, path, opts)
 			defer s.Close()
+			for i, rv := range s.recovery {
+				if clean && (rv.replayed != 0 || rv.dropped != 0) {
+					t.Errorf("partition %d after a clean close: %d appends replayed, %d dropped; the final checkpoint should cover everything", i, rv.replayed, rv.dropped)
+				}
+				if !clean && rv.replayed == 0 {
+					t.Errorf("partition %d after a crash replayed nothing", i)
+				}
+			}
 			for id, v := range latest {
 				if v == 0 {
 					if _, _, err := s.Get(id, 0, make([]byte, 1)); !errors.Is(err, ErrNotFound) {
@@ -311,17 +319,37 @@ func TestFullDeviceAndCleaning(t *testing.T) {
 	for _, id := range keep {
 		mustGet(t, s, id, pattern(id, ver[id], 60000), ver[id])
 	}
-	s.crashForTest()
-	s = openTest(t, path, opts)
-	defer s.Close()
-	for _, id := range keep {
-		mustGet(t, s, id, pattern(id, ver[id], 60000), ver[id])
-	}
-	for _, id := range stored[len(stored)/4:] {
-		if _, _, err := s.Get(id, 0, make([]byte, 1)); !errors.Is(err, ErrNotFound) {
-			t.Fatalf("deleted %v came back: %v", id, err)
+	// Reopen after a crash (replay), then after a clean close made while
+	// the cleaner may still be busy (nothing to replay).
+	for _, clean := range []bool{false, true} {
+		if clean {
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+		} else {
+			s.crashForTest()
+		}
+		s = openTest(t, path, opts)
+		if clean && (s.recovery[0].replayed != 0 || s.recovery[0].dropped != 0) {
+			t.Fatalf("after a clean close: %+v, want nothing replayed", s.recovery[0])
+		}
+		for _, id := range keep {
+			mustGet(t, s, id, pattern(id, ver[id], 60000), ver[id])
+		}
+		for _, id := range stored[len(stored)/4:] {
+			if _, _, err := s.Get(id, 0, make([]byte, 1)); !errors.Is(err, ErrNotFound) {
+				t.Fatalf("deleted %v came back: %v", id, err)
+			}
+		}
+		// Keep the cleaner busy into the close.
+		for _, id := range keep {
+			ver[id]++
+			if err := s.Put(id, ver[id], pattern(id, ver[id], 60000)); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
+	s.Close()
 }
 
 func TestConcurrentMixed(t *testing.T) {

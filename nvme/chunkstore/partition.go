@@ -188,8 +188,11 @@ type partition struct {
 	logf func(string, ...any)
 
 	inbox    chan *request
-	sleeping atomic.Bool
-	running  bool
+	quit     chan struct{} // closed when the partition has stopped
+	sleeping atomic.Bool   // the goroutine is (about to be) blocked in the engine
+	stopped  atomic.Bool   // the engine is closing: Wake no more
+	wakers   atomic.Int32  // callers between stopped check and Wake
+	started  bool          // setup succeeded (read by Store.start after ready)
 
 	eng     ioengine.Engine
 	fixed   bool // buffers registered
@@ -231,6 +234,7 @@ func newPartition(s *Store, idx int) *partition {
 	p := &partition{
 		s: s, idx: idx, logf: s.opts.Logf,
 		inbox: make(chan *request, inboxCap),
+		quit:  make(chan struct{}),
 		index: make(map[ID]entry),
 		open:  -1, expect: 1,
 	}
@@ -254,16 +258,31 @@ func (p *partition) segOf(loc int64) int {
 	return int(g / int64(p.s.sb.Partitions))
 }
 
-// call sends r to the partition and waits for its answer.
+// call sends r to the partition and waits for its answer. Once the
+// partition has stopped it answers ErrClosed.
 func (p *partition) call(r *request) error {
-	if !p.running {
+	select {
+	case p.inbox <- r:
+	case <-p.quit:
 		return ErrClosed
 	}
-	p.inbox <- r
-	if p.sleeping.Load() {
+	// wakers keeps the engine open while a caller may still wake it: the
+	// partition sets stopped, then waits for wakers to drain before it
+	// closes the engine (and with it the eventfd Wake writes to).
+	p.wakers.Add(1)
+	if !p.stopped.Load() && p.sleeping.Load() {
 		p.eng.Wake()
 	}
-	<-r.done
+	p.wakers.Add(-1)
+	select {
+	case <-r.done:
+	case <-p.quit:
+		select {
+		case <-r.done: // answered just before the partition stopped
+		default:
+			return ErrClosed
+		}
+	}
 	return r.err
 }
 
@@ -285,15 +304,34 @@ func (p *partition) run(ready chan<- error) {
 	}
 	if err := p.setup(); err != nil {
 		p.teardown()
+		close(p.quit)
 		ready <- fmt.Errorf("chunkstore: partition %d: %w", p.idx, err)
 		return
 	}
-	p.running = true
+	p.started = true
 	ready <- nil
 	p.loop()
-	p.teardown()
-	p.running = false
+	p.stop()
 	p.finish(p.closing, p.closeErr())
+	close(p.quit)
+}
+
+// stop closes the engine once no caller can be waking it, and fails the
+// requests that arrived after the close request.
+func (p *partition) stop() {
+	p.stopped.Store(true)
+	for p.wakers.Load() != 0 {
+		runtime.Gosched()
+	}
+	p.teardown()
+	for {
+		select {
+		case r := <-p.inbox:
+			p.finish(r, ErrClosed)
+		default:
+			return
+		}
+	}
 }
 
 func (p *partition) closeErr() error {

@@ -324,7 +324,7 @@ func (s *Store) start() error {
 	}
 	if first != nil {
 		for _, p := range s.parts {
-			if p.running {
+			if p.started {
 				p.call(&request{kind: opClose, done: make(chan struct{}, 1)})
 			}
 		}

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 )
 
 // testOpts are small-store options: 1 MiB segments so tests reach segment
@@ -378,4 +379,40 @@ func TestConcurrentMixed(t *testing.T) {
 		}(w)
 	}
 	wg.Wait()
+}
+
+// TestUseAfterClose: calls racing with and following Close get ErrClosed
+// (or succeed), never hang or crash.
+func TestUseAfterClose(t *testing.T) {
+	s := openTest(t, filepath.Join(t.TempDir(), "dev"), testOpts(32<<20))
+	var wg sync.WaitGroup
+	for w := 0; w < 8; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			buf := make([]byte, 4096)
+			for i := 1; i < 400; i++ {
+				id := ID{Hi: uint64(w), Lo: uint64(i % 5)}
+				if err := s.Put(id, uint64(i), buf); err != nil && !errors.Is(err, ErrClosed) {
+					t.Errorf("put: %v", err)
+					return
+				}
+				if _, _, err := s.Get(id, 0, buf); err != nil && !errors.Is(err, ErrClosed) && !errors.Is(err, ErrNotFound) {
+					t.Errorf("get: %v", err)
+					return
+				}
+			}
+		}(w)
+	}
+	time.Sleep(20 * time.Millisecond)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	if err := s.Put(ID{}, 1, []byte{1}); !errors.Is(err, ErrClosed) {
+		t.Fatalf("put after close: %v, want ErrClosed", err)
+	}
+	if _, err := s.Stats(); !errors.Is(err, ErrClosed) {
+		t.Fatalf("stats after close: %v, want ErrClosed", err)
+	}
 }

@@ -3,6 +3,7 @@ package chunkstore
 import (
 	"errors"
 	"fmt"
+	"math"
 	"runtime"
 	"slices"
 	"sync/atomic"
@@ -192,6 +193,7 @@ type partition struct {
 	sleeping atomic.Bool   // the goroutine is (about to be) blocked in the engine
 	stopped  atomic.Bool   // the engine is closing: Wake no more
 	wakers   atomic.Int32  // callers between stopped check and Wake
+	gather   atomic.Int32  // writes the sleeping partition still waits for (gatherNeed)
 	started  bool          // setup succeeded (read by Store.start after ready)
 
 	eng     ioengine.Engine
@@ -270,7 +272,7 @@ func (p *partition) call(r *request) error {
 	// partition sets stopped, then waits for wakers to drain before it
 	// closes the engine (and with it the eventfd Wake writes to).
 	p.wakers.Add(1)
-	if !p.stopped.Load() && p.sleeping.Load() {
+	if !p.stopped.Load() && p.sleeping.Load() && (!r.isWrite() || p.gather.Add(-1) <= 0) {
 		p.eng.Wake()
 	}
 	p.wakers.Add(-1)
@@ -452,6 +454,7 @@ func (p *partition) loop() {
 				continue
 			}
 		}
+		p.gather.Store(p.gatherNeed())
 		p.sleeping.Store(true)
 		if len(p.inbox) > 0 {
 			p.sleeping.Store(false)
@@ -463,6 +466,24 @@ func (p *partition) loop() {
 		p.sleeping.Store(false)
 	}
 }
+
+// gatherNeed is how many more writes the partition, about to sleep, waits
+// for before a writer should wake it: the rest of the open batch's expected
+// writers when only the count holds the flush back, none to wait for when
+// idle, and all of them (a completion will wake it) while no append may
+// start. Each writer but the one that completes the batch thus skips the
+// wakeup syscall; CombineDelay still bounds the wait.
+func (p *partition) gatherNeed() int32 {
+	switch {
+	case len(p.fly) >= p.s.opts.AppendsInFlight:
+		return math.MaxInt32
+	case len(p.cur.recs) == 0:
+		return 0
+	}
+	return int32(max(p.expect-len(p.cur.recs), 0))
+}
+
+func (r *request) isWrite() bool { return r.kind == opPut || r.kind == opDelete }
 
 // idle reports whether nothing is pending or in flight.
 func (p *partition) idle() bool {

@@ -1,0 +1,433 @@
+package netio
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// ClientOptions configures a Client. Zero values take the defaults noted.
+type ClientOptions struct {
+	// ConnsPerAddr is the size of each address's connection pool (default 2).
+	ConnsPerAddr int
+	// MaxInFlight bounds the calls in flight on the whole client (default 1024).
+	MaxInFlight int
+	// MaxInFlightPerConn bounds the calls outstanding on one connection
+	// (default 128); keep it at most the server's MaxInFlightPerConn.
+	MaxInFlightPerConn int
+	// MaxPayload bounds response payloads (default DefaultMaxPayload).
+	MaxPayload int
+	// DialTimeout bounds connecting (default 2s).
+	DialTimeout time.Duration
+	// AttemptTimeout, when > 0, bounds each attempt of a call; an expired
+	// attempt of an idempotent call is retried while the context allows.
+	AttemptTimeout time.Duration
+	// MaxRetries bounds the retries of an idempotent call (default 3;
+	// negative means none).
+	MaxRetries int
+	// BackoffBase and BackoffMax shape the exponential backoff with jitter
+	// between retries (defaults 2ms and 200ms).
+	BackoffBase time.Duration
+	BackoffMax  time.Duration
+	// SocketRecvBuffer and SocketSendBuffer set SO_RCVBUF / SO_SNDBUF when > 0.
+	SocketRecvBuffer int
+	SocketSendBuffer int
+	// ReadBufferSize is each connection's read buffer (default 64 KiB).
+	ReadBufferSize int
+}
+
+// Client calls servers over a small pool of connections per address, many
+// calls in flight per connection, multiplexed by request id.
+type Client struct {
+	// Counters counts bad input from all connections.
+	Counters Counters
+
+	opts     ClientOptions
+	sem      chan struct{}
+	mu       sync.RWMutex
+	pools    map[string]*connPool
+	closed   atomic.Bool
+	callPool sync.Pool
+}
+
+type connPool struct {
+	slots []poolSlot
+	next  atomic.Uint32
+}
+
+type poolSlot struct {
+	mu sync.Mutex // held while dialing
+	cc atomic.Pointer[cconn]
+}
+
+type call struct {
+	done  chan struct{}
+	resp  []byte
+	err   error
+	timer *time.Timer
+}
+
+// NewClient returns a client; it dials lazily.
+func NewClient(opts ClientOptions) *Client {
+	if opts.ConnsPerAddr <= 0 {
+		opts.ConnsPerAddr = 2
+	}
+	if opts.MaxInFlight <= 0 {
+		opts.MaxInFlight = 1024
+	}
+	if opts.MaxInFlightPerConn <= 0 {
+		opts.MaxInFlightPerConn = 128
+	}
+	if opts.MaxPayload <= 0 {
+		opts.MaxPayload = DefaultMaxPayload
+	}
+	opts.MaxPayload = clampMax(opts.MaxPayload)
+	if opts.DialTimeout <= 0 {
+		opts.DialTimeout = 2 * time.Second
+	}
+	if opts.MaxRetries == 0 {
+		opts.MaxRetries = 3
+	}
+	if opts.BackoffBase <= 0 {
+		opts.BackoffBase = 2 * time.Millisecond
+	}
+	if opts.BackoffMax <= 0 {
+		opts.BackoffMax = 200 * time.Millisecond
+	}
+	if opts.ReadBufferSize <= 0 {
+		opts.ReadBufferSize = 64 << 10
+	}
+	c := &Client{opts: opts, sem: make(chan struct{}, opts.MaxInFlight), pools: map[string]*connPool{}}
+	c.callPool.New = func() any { return &call{done: make(chan struct{}, 1)} }
+	return c
+}
+
+// Call sends a request with opcode op and payload to addr and waits for its
+// response, or for ctx to end. The response payload is read into respBuf
+// when its capacity suffices (otherwise into a new buffer) and returned.
+// An error reply from the server is returned as a *RemoteError. When
+// idempotent is true, connection failures and attempt timeouts are retried
+// with backoff, at most MaxRetries times; otherwise they are returned
+// (wrapping ErrConnBroken or ErrAttemptTimeout), and the request may or may
+// not have been executed. payload is not retained after Call returns.
+func (c *Client) Call(ctx context.Context, addr string, op Opcode, payload, respBuf []byte, idempotent bool) ([]byte, error) {
+	if len(payload) > HardMaxPayload {
+		return nil, ErrPayloadTooBig
+	}
+	if c.closed.Load() {
+		return nil, ErrClientClosed
+	}
+	select {
+	case c.sem <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	cl := c.callPool.Get().(*call)
+	var resp []byte
+	var err error
+	for attempt := 0; ; attempt++ {
+		resp, err = c.attempt(ctx, cl, addr, op, payload, respBuf)
+		if err == nil || !idempotent || attempt >= c.opts.MaxRetries || !retryable(err) || ctx.Err() != nil || c.closed.Load() {
+			break
+		}
+		if berr := c.backoff(ctx, attempt); berr != nil {
+			break
+		}
+	}
+	cl.resp, cl.err = nil, nil
+	c.callPool.Put(cl)
+	<-c.sem
+	return resp, err
+}
+
+func retryable(err error) bool {
+	return errors.Is(err, ErrConnBroken) || errors.Is(err, ErrAttemptTimeout)
+}
+
+func (c *Client) backoff(ctx context.Context, attempt int) error {
+	d := c.opts.BackoffBase << attempt
+	if d <= 0 || d > c.opts.BackoffMax {
+		d = c.opts.BackoffMax
+	}
+	d = d/2 + rand.N(d/2+1)
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (c *Client) attempt(ctx context.Context, cl *call, addr string, op Opcode, payload, respBuf []byte) ([]byte, error) {
+	cc, err := c.conn(ctx, addr)
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case cc.slots <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	defer func() { <-cc.slots }()
+
+	cl.resp, cl.err = respBuf[:0], nil
+	id, err := cc.register(cl)
+	if err != nil {
+		return nil, err
+	}
+	if err := cc.write(op, id, payload); err != nil {
+		cc.fail(err) // completes cl with ErrConnBroken
+	}
+	var expired <-chan time.Time
+	if c.opts.AttemptTimeout > 0 {
+		if cl.timer == nil {
+			cl.timer = time.NewTimer(c.opts.AttemptTimeout)
+		} else {
+			cl.timer.Reset(c.opts.AttemptTimeout)
+		}
+		defer cl.timer.Stop()
+		expired = cl.timer.C
+	}
+	select {
+	case <-cl.done:
+		return cl.resp, cl.err
+	case <-ctx.Done():
+		err = ctx.Err()
+	case <-expired:
+		err = ErrAttemptTimeout
+	}
+	if cc.unregister(id) {
+		return nil, err
+	}
+	// The reader took the call and is completing it: wait for that, so
+	// that respBuf is no longer written once Call returns.
+	<-cl.done
+	return cl.resp, cl.err
+}
+
+func (c *Client) pool(addr string) *connPool {
+	c.mu.RLock()
+	p := c.pools[addr]
+	c.mu.RUnlock()
+	if p != nil {
+		return p
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if p = c.pools[addr]; p == nil {
+		p = &connPool{slots: make([]poolSlot, c.opts.ConnsPerAddr)}
+		c.pools[addr] = p
+	}
+	return p
+}
+
+// conn returns a healthy connection of addr's pool, dialing if the chosen
+// slot is empty or broken.
+func (c *Client) conn(ctx context.Context, addr string) (*cconn, error) {
+	p := c.pool(addr)
+	s := &p.slots[int(p.next.Add(1))%len(p.slots)]
+	if cc := s.cc.Load(); cc != nil && !cc.broken.Load() {
+		return cc, nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if cc := s.cc.Load(); cc != nil && !cc.broken.Load() {
+		return cc, nil
+	}
+	if c.closed.Load() {
+		return nil, ErrClientClosed
+	}
+	d := net.Dialer{Timeout: c.opts.DialTimeout}
+	nc, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, fmt.Errorf("%w: dial %s: %v", ErrConnBroken, addr, err)
+	}
+	if tc, ok := nc.(*net.TCPConn); ok {
+		_ = tc.SetNoDelay(true)
+		if c.opts.SocketRecvBuffer > 0 {
+			_ = tc.SetReadBuffer(c.opts.SocketRecvBuffer)
+		}
+		if c.opts.SocketSendBuffer > 0 {
+			_ = tc.SetWriteBuffer(c.opts.SocketSendBuffer)
+		}
+	}
+	cc := &cconn{
+		c:     c,
+		nc:    nc,
+		calls: make(map[uint64]*call, c.opts.MaxInFlightPerConn),
+		slots: make(chan struct{}, c.opts.MaxInFlightPerConn),
+		wbuf:  make([]byte, 0, HeaderSize+smallWrite),
+	}
+	cc.fr = NewFrameReader(bufio.NewReaderSize(nc, c.opts.ReadBufferSize), c.opts.MaxPayload, &c.Counters)
+	s.cc.Store(cc)
+	go cc.readLoop()
+	if c.closed.Load() { // raced with Close
+		cc.fail(ErrClientClosed)
+	}
+	return cc, nil
+}
+
+// Close fails every call in flight with ErrConnBroken and closes all
+// connections; later calls return ErrClientClosed.
+func (c *Client) Close() error {
+	c.closed.Store(true)
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	for _, p := range c.pools {
+		for i := range p.slots {
+			p.slots[i].mu.Lock()
+			if cc := p.slots[i].cc.Load(); cc != nil {
+				cc.fail(ErrClientClosed)
+			}
+			p.slots[i].mu.Unlock()
+		}
+	}
+	return nil
+}
+
+// smallWrite is the largest payload copied next to its header to go out in
+// one write; larger ones go out with writev straight from the caller's buffer.
+const smallWrite = 64 << 10
+
+type cconn struct {
+	c      *Client
+	nc     net.Conn
+	fr     *FrameReader
+	slots  chan struct{}
+	broken atomic.Bool
+
+	wmu  sync.Mutex
+	wbuf []byte
+	iov  net.Buffers
+	iova [2][]byte
+
+	mu     sync.Mutex
+	calls  map[uint64]*call
+	nextID uint64
+	err    error
+}
+
+func (cc *cconn) register(cl *call) (uint64, error) {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	if cc.err != nil {
+		return 0, fmt.Errorf("%w: %v", ErrConnBroken, cc.err)
+	}
+	cc.nextID++
+	cc.calls[cc.nextID] = cl
+	return cc.nextID, nil
+}
+
+// unregister removes a call whose caller gives up; false means the reader
+// (or a failure) already took it and will signal its completion.
+func (cc *cconn) unregister(id uint64) bool {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	if _, ok := cc.calls[id]; !ok {
+		return false
+	}
+	delete(cc.calls, id)
+	return true
+}
+
+func (cc *cconn) take(id uint64) *call {
+	cc.mu.Lock()
+	cl := cc.calls[id]
+	if cl != nil {
+		delete(cc.calls, id)
+	}
+	cc.mu.Unlock()
+	return cl
+}
+
+func (cc *cconn) write(op Opcode, id uint64, payload []byte) error {
+	cc.wmu.Lock()
+	defer cc.wmu.Unlock()
+	if len(payload) <= smallWrite {
+		b := PutHeader(cc.wbuf[:HeaderSize], op, 0, id, payload)
+		b = append(b, payload...)
+		_, err := cc.nc.Write(b)
+		return err
+	}
+	cc.iova[0] = PutHeader(cc.wbuf[:HeaderSize], op, 0, id, payload)
+	cc.iova[1] = payload
+	cc.iov = cc.iova[:]
+	_, err := cc.iov.WriteTo(cc.nc)
+	cc.iova[1] = nil
+	return err
+}
+
+// fail marks the connection broken, closes it and completes every call
+// waiting on it with ErrConnBroken.
+func (cc *cconn) fail(cause error) {
+	cc.broken.Store(true)
+	cc.mu.Lock()
+	if cc.err == nil {
+		cc.err = cause
+	}
+	calls := cc.calls
+	cc.calls = map[uint64]*call{}
+	cc.mu.Unlock()
+	_ = cc.nc.Close()
+	if len(calls) == 0 {
+		return
+	}
+	err := fmt.Errorf("%w: %v", ErrConnBroken, cause)
+	for _, cl := range calls {
+		cl.resp, cl.err = nil, err
+		cl.done <- struct{}{}
+	}
+}
+
+func (cc *cconn) readLoop() {
+	for {
+		h, err := cc.fr.ReadHeader()
+		if err == nil && h.Flags&FlagResponse == 0 {
+			cc.c.Counters.BadFlags.Add(1)
+			err = ErrBadFlags
+		}
+		if err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			cc.fail(err)
+			return
+		}
+		cl := cc.take(h.ID)
+		if cl == nil {
+			cc.c.Counters.UnknownResponse.Add(1)
+			if _, err := io.CopyN(io.Discard, cc.fr.r, int64(h.PayloadLen)); err != nil {
+				cc.fail(err)
+				return
+			}
+			continue
+		}
+		p, err := cc.fr.ReadPayload(&h, cl.resp)
+		switch {
+		case err == ErrBadPayloadCRC:
+			cl.resp, cl.err = nil, err // the stream is still framed
+		case err != nil:
+			cl.resp, cl.err = nil, fmt.Errorf("%w: %v", ErrConnBroken, err)
+			cl.done <- struct{}{}
+			cc.fail(err)
+			return
+		case h.Flags&FlagError != 0:
+			cl.resp, cl.err = nil, ParseErrorPayload(p)
+		default:
+			cl.resp, cl.err = p, nil
+		}
+		cl.done <- struct{}{}
+	}
+}

@@ -33,6 +33,8 @@ test: tools
 FUZZTIME ?= 60s
 fuzz:
 	$(GO) test -run XXX -fuzz FuzzOpenCorrupted -fuzztime $(FUZZTIME) ./nvme/chunkstore/
+	$(GO) test -run XXX -fuzz FuzzDecodeSummary -fuzztime $(FUZZTIME) ./nvme/chunkstore/
+	$(GO) test -run XXX -fuzz FuzzSuperblock -fuzztime $(FUZZTIME) ./nvme/chunkstore/
 	$(GO) test -run XXX -fuzz FuzzParseSize -fuzztime $(FUZZTIME) ./bench/
 
 # bench: side-by-side figures against fio on the same file (docs/benchmarks.md).

@@ -40,7 +40,7 @@ type ServerOptions struct {
 	// SocketRecvBuffer and SocketSendBuffer set SO_RCVBUF / SO_SNDBUF when > 0.
 	SocketRecvBuffer int
 	SocketSendBuffer int
-	// ReadBufferCap is the size of each event loop's read buffer (default 256 KiB).
+	// ReadBufferCap is the size of each event loop's read buffer (default 1 MiB; one per loop).
 	ReadBufferCap int
 }
 
@@ -193,7 +193,7 @@ func NewServer(opts ServerOptions, h Handler) *Server {
 		opts.MaxBufferedPerConn = 2 * (HeaderSize + opts.MaxPayload)
 	}
 	if opts.ReadBufferCap <= 0 {
-		opts.ReadBufferCap = 256 << 10
+		opts.ReadBufferCap = 1 << 20
 	}
 	s := &Server{opts: opts, handler: h, booted: make(chan struct{}), runDone: make(chan struct{})}
 	s.reqPool.New = func() any {

@@ -53,3 +53,14 @@
 // MaxInFlightPerConn calls outstanding on a connection, so a Client whose
 // window is not larger than the server's never trips that bound.
 package netio
+
+// # Known limits
+//
+//   - Each Request.Reply costs gnet's AsyncWritev three small allocations
+//     (its hook, a method value and a queue node); netio's own hot paths
+//     allocate nothing on either side once pools are warm.
+//   - A client write that blocks (the server stopped reading) is not cut
+//     short by the call's context; only the wait for the response is.
+//   - A reply made after Stop has begun closing connections completes with
+//     an error; one that races with the engine's final shutdown may never
+//     have its done callback called.

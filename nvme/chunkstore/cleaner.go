@@ -48,7 +48,7 @@ func (p *partition) cleanStep() {
 			continue // rewritten or deleted since the scan
 		}
 		r := p.relocReq()
-		r.id, r.version, r.ent, r.relocSeg = id, e.version, e, c.victim
+		r.id, r.version, r.ent = id, e.version, e
 		c.inflight++
 		if e.tomb {
 			p.queueReloc(r)

@@ -59,16 +59,15 @@ type request struct {
 	next    *request // FIFO link while waiting inside the partition
 
 	// get state, owned by the partition while the read is in flight
-	ent      entry
-	b0, b1   int // data blocks [b0, b1) being read
-	pending  int
-	bufs     [maxGetBufs]int32
-	nbufs    int
-	crcBuf   int32 // slab buffer holding checksums, -1 if not needed
-	crcSkip  int   // offset of block b0's checksum inside crcBuf
-	slot     int
-	relocSeg int  // opReloc: the victim segment
-	abandon  bool // opClose: stop without a checkpoint (tests simulate a crash)
+	ent     entry
+	b0, b1  int // data blocks [b0, b1) being read
+	pending int
+	bufs    [maxGetBufs]int32
+	nbufs   int
+	crcBuf  int32 // slab buffer holding checksums, -1 if not needed
+	crcSkip int   // offset of block b0's checksum inside crcBuf
+	slot    int
+	abandon bool // opClose: stop without a checkpoint (tests simulate a crash)
 }
 
 // fifo is an intrusive queue of requests.

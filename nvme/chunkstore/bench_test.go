@@ -63,3 +63,20 @@ func BenchmarkPut4K(b *testing.B) {
 		return s.Put(ID{Lo: (seq * 2654435761) % benchChunks}, 2+seq, buf)
 	})
 }
+
+func BenchmarkGetRef4K(b *testing.B) {
+	s := benchStore(b)
+	defer s.Close()
+	runParallel32(b, func(seq uint64, buf []byte) error {
+		ref, err := s.GetRef(ID{Lo: (seq * 2654435761) % benchChunks}, 0, 4096)
+		if err != nil {
+			return err
+		}
+		var bufs [2][]byte
+		for _, p := range ref.Buffers(bufs[:0]) {
+			buf = buf[:copy(buf[:cap(buf)], p)] // stands in for the socket write
+		}
+		ref.Release()
+		return nil
+	})
+}

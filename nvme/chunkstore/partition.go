@@ -26,7 +26,8 @@ const (
 	opStats
 	opCheckpoint
 	opClose
-	opReloc // internal: a cleaner relocation of one live record
+	opReloc   // internal: a cleaner relocation of one live record
+	opRelease // hand back the buffers of a GetRef
 )
 
 const (
@@ -67,6 +68,8 @@ type request struct {
 	crcBuf  int32 // slab buffer holding checksums, -1 if not needed
 	crcSkip int   // offset of block b0's checksum inside crcBuf
 	slot    int
+	ref     bool // opGet from GetRef: keep the verified bytes in the slab
+	want    int  // GetRef: bytes asked for
 	abandon bool // opClose: stop without a checkpoint (tests simulate a crash)
 }
 
@@ -524,6 +527,10 @@ func (p *partition) handle(r *request) {
 		p.admitWrite(r)
 	case opGet:
 		p.startGet(r)
+	case opRelease:
+		p.releaseRead(r)
+		p.drainGets()
+		p.finish(r, nil)
 	case opStat:
 		e, ok := p.index[r.id]
 		if !ok || e.tomb {

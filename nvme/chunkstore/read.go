@@ -39,7 +39,7 @@ func (p *partition) startGet(r *request) {
 		}
 		r.ent = e
 		r.info.Version = e.version
-		if r.off >= int64(e.length) || len(r.data) == 0 {
+		if r.off >= int64(e.length) || reqWant(r) == 0 {
 			r.n = 0
 			p.finish(r, nil)
 			return
@@ -55,7 +55,15 @@ func readSpan(r *request) (off, n int) {
 	if r.kind == opReloc {
 		return 0, int(r.ent.length)
 	}
-	return int(r.off), min(len(r.data), int(r.ent.length)-int(r.off))
+	return int(r.off), min(reqWant(r), int(r.ent.length)-int(r.off))
+}
+
+// reqWant is the bytes a Get asks for.
+func reqWant(r *request) int {
+	if r.ref {
+		return r.want
+	}
+	return len(r.data)
 }
 
 // issueRead prepares the reads for r; false when buffers or queue slots are
@@ -150,9 +158,17 @@ func (p *partition) readDone(c ioengine.Completion) {
 	if r.err != nil && IsCorrupt(r.err) {
 		p.stats.CorruptReads++
 	}
-	if r.kind == opReloc {
+	switch {
+	case r.kind == opReloc:
 		p.relocRead(r)
-	} else {
+	case r.ref && r.err == nil:
+		// GetRef: the caller reads the slab buffers and sends them back
+		// with opRelease.
+		_, r.n = readSpan(r)
+		p.stats.Gets++
+		p.stats.BytesRead += uint64(r.n)
+		p.finish(r, nil)
+	default:
 		if r.err == nil {
 			r.n = p.copyOut(r, r.data)
 			p.stats.Gets++
@@ -227,4 +243,72 @@ func (p *partition) copyOut(r *request, dst []byte) int {
 func (p *partition) copyFromSlab(r *request, dst []byte) {
 	p.copyOut(r, dst)
 	p.releaseRead(r)
+}
+
+// ReadRef is a verified read whose bytes are still in the store's
+// registered read buffers, so they can go to a socket (writev) without a
+// copy. Release must be called exactly once when the bytes are no longer
+// needed; until then the buffers and the segment they came from stay held.
+// A ReadRef is a small value: copying it is fine, releasing twice is not.
+type ReadRef struct {
+	p *partition
+	r *request
+}
+
+// GetRef reads up to n bytes of chunk id from off, verifies every block's
+// checksum, and returns the bytes in place. A read past the end of the chunk
+// is short (Len may be 0).
+func (s *Store) GetRef(id ID, off int64, n int) (ReadRef, error) {
+	if off < 0 || off >= MaxChunkSize || n < 0 {
+		return ReadRef{}, fmt.Errorf("chunkstore: get %v: offset %d length %d out of range", id, off, n)
+	}
+	r := getReq(opGet, id)
+	r.ref, r.want, r.off = true, min(n, MaxChunkSize), off
+	p := s.part(id)
+	if err := p.call(r); err != nil {
+		putReq(r)
+		return ReadRef{}, err
+	}
+	if r.nbufs == 0 { // nothing was read (empty range): nothing to hold
+		ref := ReadRef{r: r}
+		return ref, nil
+	}
+	return ReadRef{p: p, r: r}, nil
+}
+
+// Len is the number of bytes read.
+func (ref ReadRef) Len() int { return ref.r.n }
+
+// Version is the chunk's version.
+func (ref ReadRef) Version() uint64 { return ref.r.info.Version }
+
+// Buffers appends to dst the slices holding the bytes, in order. They are
+// valid until Release.
+func (ref ReadRef) Buffers(dst [][]byte) [][]byte {
+	r := ref.r
+	if r.n == 0 || ref.p == nil {
+		return dst
+	}
+	off, n := readSpan(r)
+	rel := off - r.b0*BlockSize
+	for done := 0; done < n; {
+		piece, po := (rel+done)/readBufSize, (rel+done)%readBufSize
+		b := ref.p.slab.Buf(r.bufs[piece])[po:]
+		b = b[:min(len(b), n-done)]
+		dst = append(dst, b)
+		done += len(b)
+	}
+	return dst
+}
+
+// Release hands the buffers back to the store.
+func (ref ReadRef) Release() {
+	if ref.r == nil {
+		return
+	}
+	if ref.p != nil {
+		ref.r.kind = opRelease
+		ref.p.call(ref.r)
+	}
+	putReq(ref.r)
 }

@@ -560,15 +560,25 @@ func (p *partition) handle(r *request) {
 	}
 }
 
-// list returns up to limit live ids at or above from, sorted.
+// list returns up to limit live ids at or above from, sorted. One pass
+// over the index keeps the limit smallest in a bounded max-heap, so a page
+// costs O(n log limit) time and O(limit) memory.
 func (p *partition) list(from ID, limit int, out []Info) []Info {
+	h := out[:0]
 	for id, e := range p.index {
 		if e.tomb || id.less(from) {
 			continue
 		}
-		out = append(out, Info{ID: id, Version: e.version, Length: int(e.length)})
+		in := Info{ID: id, Version: e.version, Length: int(e.length)}
+		if len(h) < limit {
+			h = append(h, in)
+			siftUp(h, len(h)-1)
+		} else if in.ID.less(h[0].ID) {
+			h[0] = in
+			siftDown(h, 0)
+		}
 	}
-	slices.SortFunc(out, func(a, b Info) int {
+	slices.SortFunc(h, func(a, b Info) int {
 		switch {
 		case a.ID.less(b.ID):
 			return -1
@@ -577,8 +587,34 @@ func (p *partition) list(from ID, limit int, out []Info) []Info {
 		}
 		return 0
 	})
-	if len(out) > limit {
-		out = out[:limit]
+	return h
+}
+
+// siftUp and siftDown keep h a max-heap by ID.
+func siftUp(h []Info, i int) {
+	for i > 0 {
+		parent := (i - 1) / 2
+		if !h[parent].ID.less(h[i].ID) {
+			return
+		}
+		h[parent], h[i] = h[i], h[parent]
+		i = parent
 	}
-	return out
+}
+
+func siftDown(h []Info, i int) {
+	for {
+		big, l, r := i, 2*i+1, 2*i+2
+		if l < len(h) && h[big].ID.less(h[l].ID) {
+			big = l
+		}
+		if r < len(h) && h[big].ID.less(h[r].ID) {
+			big = r
+		}
+		if big == i {
+			return
+		}
+		h[big], h[i] = h[i], h[big]
+		i = big
+	}
 }

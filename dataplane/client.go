@@ -1,0 +1,147 @@
+package dataplane
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/claudefs/claudefs/netio"
+	"github.com/claudefs/claudefs/nvme/chunkstore"
+)
+
+// Client is a typed client of one dataplane. It is safe for concurrent use;
+// calls share the netio client's connections.
+//
+// Retries: netio retries an idempotent call when the connection broke or
+// an attempt timed out, not knowing whether the first attempt ran. Reads,
+// stats, lists and Stats change nothing, so they are idempotent. A write is
+// too: the store's Put of an equal version replaces the chunk with the same
+// bytes, so running it twice leaves what running it once does. (If another
+// writer stored a newer version in between, the retry is refused with
+// ErrStaleVersion, which is also the truth about the write.) A delete is
+// not retried: a second run of a delete that did land answers ErrNotFound,
+// which would misreport the outcome; a caller that gets ErrConnBroken from
+// DeleteShard should check with StatShard.
+//
+// Errors from the dataplane are *Error values that match chunkstore's and
+// this package's sentinels with errors.Is; connection failures are netio's.
+type Client struct {
+	nc   *netio.Client
+	addr string
+	own  bool
+}
+
+// NewClient returns a client of the dataplane at addr ("host:port") on a
+// netio client of its own, made with opts.
+func NewClient(addr string, opts netio.ClientOptions) *Client {
+	return &Client{nc: netio.NewClient(opts), addr: addr, own: true}
+}
+
+// ClientFor returns a client of the dataplane at addr that calls through
+// nc, which it does not close.
+func ClientFor(nc *netio.Client, addr string) *Client { return &Client{nc: nc, addr: addr} }
+
+// Addr is the dataplane's address.
+func (c *Client) Addr() string { return c.addr }
+
+// Close closes the netio client when it is the Client's own.
+func (c *Client) Close() error {
+	if c.own {
+		return c.nc.Close()
+	}
+	return nil
+}
+
+func (c *Client) call(ctx context.Context, op netio.Opcode, payload, resp []byte, idempotent bool) ([]byte, error) {
+	p, err := c.nc.Call(ctx, c.addr, op, payload, resp, idempotent)
+	return p, fromRemote(err)
+}
+
+// WriteShard stores data as chunk id at version, written under placement
+// epoch; it returns once the data is durable on the dataplane.
+func (c *Client) WriteShard(ctx context.Context, id chunkstore.ID, version, epoch uint64, data []byte) error {
+	if len(data) == 0 || len(data) > chunkstore.MaxChunkSize {
+		return fmt.Errorf("%w: write of shard %v: %d bytes of data, want 1 to %d", ErrBadRequest, id, len(data), chunkstore.MaxChunkSize)
+	}
+	buf := getBuf(writeHdrSize + len(data))
+	defer putBuf(buf)
+	p := appendWriteReq((*buf)[:0], writeReq{ID: id, Version: version, Epoch: epoch, Data: data})
+	resp, err := c.call(ctx, OpWriteShard, p, nil, true)
+	if err == nil && len(resp) != 0 {
+		err = fmt.Errorf("dataplane: write reply of %d bytes, want none", len(resp))
+	}
+	return err
+}
+
+// ReadShard reads len(buf) bytes of chunk id from offset off into buf and
+// returns how many it read (fewer at the end of the chunk) and the
+// chunk's version. A buf longer than chunkstore.MaxChunkSize reads at most
+// that much.
+func (c *Client) ReadShard(ctx context.Context, id chunkstore.ID, off int64, buf []byte) (n int, version uint64, err error) {
+	if off < 0 || off >= chunkstore.MaxChunkSize {
+		return 0, 0, fmt.Errorf("%w: read of shard %v: offset %d out of range [0, %d)", ErrBadRequest, id, off, chunkstore.MaxChunkSize)
+	}
+	if len(buf) > chunkstore.MaxChunkSize {
+		buf = buf[:chunkstore.MaxChunkSize]
+	}
+	var req [readReqSize]byte
+	appendReadReq(req[:0], readReq{ID: id, Offset: uint64(off), Length: uint32(len(buf))})
+	rb := getBuf(readHdrSize + len(buf))
+	defer putBuf(rb)
+	resp, err := c.call(ctx, OpReadShard, req[:], (*rb)[:0], true)
+	if err != nil {
+		return 0, 0, err
+	}
+	if len(resp) < readHdrSize || len(resp)-readHdrSize > len(buf) {
+		return 0, 0, fmt.Errorf("dataplane: read reply of %d bytes for a read of %d", len(resp), len(buf))
+	}
+	return copy(buf, resp[readHdrSize:]), le.Uint64(resp), nil
+}
+
+// DeleteShard removes chunk id durably; version must be at least the
+// stored one and epoch current. It is not retried (see Client).
+func (c *Client) DeleteShard(ctx context.Context, id chunkstore.ID, version, epoch uint64) error {
+	var req [deleteReqSize]byte
+	appendDeleteReq(req[:0], deleteReq{ID: id, Version: version, Epoch: epoch})
+	resp, err := c.call(ctx, OpDeleteShard, req[:], nil, false)
+	if err == nil && len(resp) != 0 {
+		err = fmt.Errorf("dataplane: delete reply of %d bytes, want none", len(resp))
+	}
+	return err
+}
+
+// StatShard returns chunk id's version and length.
+func (c *Client) StatShard(ctx context.Context, id chunkstore.ID) (chunkstore.Info, error) {
+	var req [statReqSize]byte
+	putID(req[:], id)
+	var rb [statRespSize]byte
+	resp, err := c.call(ctx, OpStatShard, req[:], rb[:0], true)
+	if err != nil {
+		return chunkstore.Info{}, err
+	}
+	return decodeStatResp(id, resp)
+}
+
+// ListShards returns up to limit (1 to MaxListLimit) chunks with ids at or
+// above from, in id order: a page of the walk described at
+// chunkstore.Store.List.
+func (c *Client) ListShards(ctx context.Context, from chunkstore.ID, limit int) ([]chunkstore.Info, error) {
+	if limit < 1 || limit > MaxListLimit {
+		return nil, fmt.Errorf("%w: list limit %d out of range [1, %d]", ErrBadRequest, limit, MaxListLimit)
+	}
+	var req [listReqSize]byte
+	appendListReq(req[:0], listReq{From: from, Limit: uint32(limit)})
+	resp, err := c.call(ctx, OpListShards, req[:], nil, true)
+	if err != nil {
+		return nil, err
+	}
+	return decodeListResp(resp, limit)
+}
+
+// Stats returns the dataplane's chunk store counters.
+func (c *Client) Stats(ctx context.Context) (chunkstore.Stats, error) {
+	resp, err := c.call(ctx, OpStats, nil, nil, true)
+	if err != nil {
+		return chunkstore.Stats{}, err
+	}
+	return decodeStatsResp(resp)
+}

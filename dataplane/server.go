@@ -90,6 +90,9 @@ func (s *Server) Addr() net.Addr { return s.net.Addr() }
 // Counters are netio's counts of bad input.
 func (s *Server) Counters() *netio.Counters { return &s.net.Counters }
 
+// InFlight is the number of requests received and not yet answered.
+func (s *Server) InFlight() int64 { return s.net.InFlight() }
+
 // Busy is the number of requests refused with CodeBusy so far.
 func (s *Server) Busy() uint64 { return s.busy.Load() }
 

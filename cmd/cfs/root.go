@@ -48,6 +48,7 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.AddCommand(newBenchCmd(stdout, stderr), newVersionCmd(stdout))
+	root.AddCommand(newDataplaneCmd(stderr))
 	return root
 }
 

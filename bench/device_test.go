@@ -104,7 +104,8 @@ func TestDeviceTargetErrors(t *testing.T) {
 		{[]string{"--target=device:" + dir + "/absent"}, "pass --size"},
 		{[]string{"--target=device:", "--size=1m"}, "PATH is empty"},
 		{[]string{"--target=device:" + dir + "/x", "--rw=randrw", "--bs=1m", "--iodepth=1024", "--size=64m"}, "limited to"},
-		{[]string{"--target=dataplane:x"}, `target "dataplane" is not supported yet`},
+		{[]string{"--target=nosuch:x"}, `target "nosuch" is not supported yet`},
+		{[]string{"--target=dataplane:x"}, `"x" is not HOST:PORT`},
 		{[]string{"--target=cluster:x"}, "not supported yet"},
 		{[]string{"--target=dir:/tmp"}, "not supported yet"},
 	} {

@@ -235,6 +235,12 @@ func TestProcessCrashAndDrain(t *testing.T) {
 
 	p = startDataplane(t, device)
 	verify(p.addr, acks)
+	// The bench target drives it too (lays out its shards, then mixes).
+	out, err := exec.Command(cfsBin, "bench", "run", "--target", "dataplane:"+p.addr, "--rw=randrw", "--bs=4k",
+		"--size=1M", "--iodepth=8", "--output-format=json", "--progress=false").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), `"jobs"`) {
+		t.Errorf("cfs bench run --target dataplane: %v\n%s", err, out)
+	}
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}

@@ -20,7 +20,8 @@ func TestExitCodes(t *testing.T) {
 		code int
 		want string // substring of stderr
 	}{
-		{[]string{"bench", "run", "--target=dataplane:/x"}, 2, `target "dataplane" is not supported yet`},
+		{[]string{"bench", "run", "--target=nosuch:/x"}, 2, `target "nosuch" is not supported yet`},
+		{[]string{"bench", "run", "--target=dataplane:/x"}, 2, `"/x" is not HOST:PORT`},
 		{[]string{"bench", "run", "--target=device:/x", "--iodepth=0"}, 2, "--iodepth=0"},
 		{[]string{"bench", "run", "--target=device:/x", "--direct=0"}, 2, "only --direct=1 is supported"},
 		{[]string{"bench", "run", "--target=device:/x", "--bogus"}, 2, "unknown flag: --bogus"},

@@ -43,8 +43,10 @@ func openDataplane(addr string, spec *Spec, env *Env) (Target, error) {
 		return nil, Usagef("--offset: not meaningful for a dataplane target")
 	}
 	inflight := spec.IODepth * spec.NumJobs
-	// A connection per 32 calls in flight, within the server's window.
-	conns := min(max(inflight/32, 1), 16)
+	// A connection per 32 calls in flight, and at least two: the server
+	// serves each connection on one event loop, so one connection would
+	// leave its other loops idle.
+	conns := min(max(inflight/32, 2), 16)
 	c := dataplane.NewClient(addr, netio.ClientOptions{
 		ConnsPerAddr:       conns,
 		MaxInFlight:        max(inflight, 64),

@@ -140,6 +140,7 @@ type segment struct {
 // batch is one combined append being built or in flight.
 type batch struct {
 	buf        []byte // sumArea + maxBatchBytes, aligned
+	segCap     int    // bytes of a segment: the most one batch may take
 	bufIdx     int32
 	reqs       []*request // one per record, in order
 	recs       []record
@@ -169,11 +170,15 @@ func (b *batch) reset() {
 }
 
 // fits reports whether a record of n data bytes still fits.
+// A batch never outgrows a segment: it is one write at one place in one
+// segment.
 func (b *batch) fits(n int) bool {
 	nb := blocksFor(n)
+	sum := summaryBytes(len(b.recs)+1, b.dataBlocks+nb)
 	return len(b.recs) < maxBatchRecords &&
 		(b.dataBlocks+nb)*BlockSize <= maxBatchBytes &&
-		summaryBytes(len(b.recs)+1, b.dataBlocks+nb) <= sumArea
+		sum <= sumArea &&
+		blocksFor(sum)*BlockSize+(b.dataBlocks+nb)*BlockSize <= b.segCap
 }
 
 // userData tags: kind in the top byte, then piece, then slot.
@@ -362,6 +367,7 @@ func (p *partition) setup() error {
 			return err
 		}
 		b.bufIdx = int32(i)
+		b.segCap = int(p.s.sb.SegmentSize)
 		b.reqs = make([]*request, 0, maxBatchRecords)
 		b.recs = make([]record, 0, maxBatchRecords)
 		b.crcs = make([]uint32, 0, maxBatchBytes/BlockSize)

@@ -17,7 +17,8 @@ import (
 
 // Limits.
 const (
-	// MaxChunkSize is the largest chunk a Put accepts, in bytes.
+	// MaxChunkSize is the largest chunk a Put accepts, in bytes; a store
+	// whose segments are smaller accepts less (Store.MaxChunk).
 	MaxChunkSize = 4 << 20
 	// maxBatchBytes bounds the data of one combined append.
 	maxBatchBytes  = 8 << 20
@@ -39,7 +40,7 @@ var (
 	ErrStaleVersion = errors.New("stale version: the store holds a newer version of this chunk")
 	ErrNoSpace      = errors.New("chunk store is full")
 	ErrClosed       = errors.New("chunk store is closed")
-	ErrTooLarge     = fmt.Errorf("chunk larger than %d bytes", MaxChunkSize)
+	ErrTooLarge     = errors.New("chunk too large")
 	ErrEmpty        = errors.New("empty chunk: a chunk holds at least one byte")
 )
 
@@ -162,6 +163,8 @@ type Store struct {
 	salt  uint32
 	parts []*partition
 	opts  Options
+	// maxChunk is the largest chunk a segment can hold (≤ MaxChunkSize).
+	maxChunk int
 	// recovery is what each partition's recovery found at Open.
 	recovery []recovered
 	// nextSeq is the last segment sequence number handed out.
@@ -191,6 +194,7 @@ func Open(path string, opts Options) (*Store, error) {
 		return nil, err
 	}
 	s.salt = crc32.Checksum(s.sb.UUID[:], crcTable)
+	s.maxChunk = maxChunkFor(int(s.sb.SegmentSize))
 	if err := s.start(); err != nil {
 		dev.Close()
 		return nil, err
@@ -335,6 +339,20 @@ func (s *Store) start() error {
 
 func numCPU() int { return runtime.NumCPU() }
 
+// maxChunkFor is the largest chunk that fits, with its summary, in a
+// segment of segSize bytes, capped at MaxChunkSize.
+func maxChunkFor(segSize int) int {
+	nb := min(segSize, MaxChunkSize) / BlockSize
+	for nb > 0 && (blocksFor(summaryBytes(1, nb))+nb)*BlockSize > segSize {
+		nb--
+	}
+	return min(nb*BlockSize, MaxChunkSize)
+}
+
+// MaxChunk is the largest chunk this store accepts: MaxChunkSize, or less
+// when its segments are smaller than that.
+func (s *Store) MaxChunk() int { return s.maxChunk }
+
 // Device is the store's device.
 func (s *Store) Device() *nvme.Device { return s.dev }
 
@@ -365,8 +383,9 @@ func (s *Store) part(id ID) *partition { return s.parts[partitionOf(id, len(s.pa
 // A version lower than the stored one is refused with ErrStaleVersion; an
 // equal version replaces the chunk (a retried Put is idempotent).
 func (s *Store) Put(id ID, version uint64, data []byte) error {
-	if len(data) > MaxChunkSize {
-		return ErrTooLarge
+	if len(data) > s.maxChunk {
+		return fmt.Errorf("%w: %d bytes; this store holds chunks of at most %d bytes (its segments are %d bytes)",
+			ErrTooLarge, len(data), s.maxChunk, s.sb.SegmentSize)
 	}
 	if len(data) == 0 {
 		return ErrEmpty

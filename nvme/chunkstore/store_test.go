@@ -54,7 +54,9 @@ func mustGet(t testing.TB, s *Store, id ID, want []byte, wantVer uint64) {
 
 func TestPutGetOverwriteDelete(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "dev")
-	s := openTest(t, path, testOpts(32<<20))
+	opts := testOpts(96 << 20)
+	opts.SegmentSize = 8 << 20 // room for MaxChunkSize chunks
+	s := openTest(t, path, opts)
 	defer s.Close()
 	sizes := []int{1, 100, 4095, 4096, 4097, 8192, 65536 + 3, 300000, MaxChunkSize}
 	for i, n := range sizes {
@@ -94,7 +96,9 @@ func TestPutGetOverwriteDelete(t *testing.T) {
 }
 
 func TestRangeGets(t *testing.T) {
-	s := openTest(t, filepath.Join(t.TempDir(), "dev"), testOpts(32<<20))
+	opts := testOpts(64 << 20)
+	opts.SegmentSize = 4 << 20
+	s := openTest(t, filepath.Join(t.TempDir(), "dev"), opts)
 	defer s.Close()
 	id := ID{Lo: 42}
 	data := pattern(id, 7, 1<<20+12345)
@@ -446,5 +450,53 @@ func TestGetRef(t *testing.T) {
 	}
 	if _, err := s.GetRef(ID{Lo: 12345}, 0, 10); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("GetRef of a missing chunk: %v", err)
+	}
+}
+
+// TestLargeChunksConcurrently: chunks as large as a segment allows, written
+// by several goroutines at once, never spill out of their segment (a batch
+// that did overwrote its neighbours' data).
+func TestLargeChunksConcurrently(t *testing.T) {
+	for _, seg := range []int64{1 << 20, 8 << 20} {
+		t.Run(fmt.Sprintf("segment=%dMiB", seg>>20), func(t *testing.T) {
+			opts := testOpts(192 << 20)
+			opts.SegmentSize = seg
+			s := openTest(t, filepath.Join(t.TempDir(), "dev"), opts)
+			defer s.Close()
+			if seg == 1<<20 {
+				if err := s.Put(ID{}, 1, make([]byte, s.MaxChunk()+1)); !errors.Is(err, ErrTooLarge) {
+					t.Fatalf("a chunk larger than a segment holds: %v, want ErrTooLarge", err)
+				}
+			}
+			var wg sync.WaitGroup
+			for w := 0; w < 4; w++ {
+				wg.Add(1)
+				go func(w int) {
+					defer wg.Done()
+					for i := 0; i < 30; i++ {
+						id := ID{Hi: uint64(w + 1), Lo: uint64(i)}
+						n := 1 + (i*7919)%(64<<10)
+						if i%10 == 0 {
+							n = s.MaxChunk() - i
+						}
+						if err := s.Put(id, 1, pattern(id, 1, n)); err != nil {
+							t.Error(err)
+							return
+						}
+					}
+				}(w)
+			}
+			wg.Wait()
+			for w := 0; w < 4; w++ {
+				for i := 0; i < 30; i++ {
+					id := ID{Hi: uint64(w + 1), Lo: uint64(i)}
+					n := 1 + (i*7919)%(64<<10)
+					if i%10 == 0 {
+						n = s.MaxChunk() - i
+					}
+					mustGet(t, s, id, pattern(id, 1, n), 1)
+				}
+			}
+		})
 	}
 }

@@ -68,9 +68,11 @@ type request struct {
 	crcBuf  int32 // slab buffer holding checksums, -1 if not needed
 	crcSkip int   // offset of block b0's checksum inside crcBuf
 	slot    int
-	ref     bool // opGet from GetRef: keep the verified bytes in the slab
-	want    int  // GetRef: bytes asked for
-	abandon bool // opClose: stop without a checkpoint (tests simulate a crash)
+	onPut   func(error)          // PutAsync/DeleteAsync: called on the partition goroutine
+	onRef   func(ReadRef, error) // GetRefAsync: called on the partition goroutine
+	ref     bool                 // opGet from GetRef: keep the verified bytes in the slab
+	want    int                  // GetRef: bytes asked for
+	abandon bool                 // opClose: stop without a checkpoint (tests simulate a crash)
 }
 
 // fifo is an intrusive queue of requests.
@@ -196,12 +198,11 @@ type partition struct {
 	logf func(string, ...any)
 
 	inbox    chan *request
-	quit     chan struct{} // closed when the partition has stopped
-	sleeping atomic.Bool   // the goroutine is (about to be) blocked in the engine
-	stopped  atomic.Bool   // the engine is closing: Wake no more
-	wakers   atomic.Int32  // callers between stopped check and Wake
-	gather   atomic.Int32  // writes the sleeping partition still waits for (gatherNeed)
-	started  bool          // setup succeeded (read by Store.start after ready)
+	sleeping atomic.Bool  // the goroutine is (about to be) blocked in the engine
+	stopped  atomic.Bool  // the partition is stopping: send refuses
+	senders  atomic.Int32 // callers inside send (between the stopped check and Wake)
+	gather   atomic.Int32 // writes the sleeping partition still waits for (gatherNeed)
+	started  bool         // setup succeeded (read by Store.start after ready)
 
 	eng     ioengine.Engine
 	fixed   bool // buffers registered
@@ -243,7 +244,6 @@ func newPartition(s *Store, idx int) *partition {
 	p := &partition{
 		s: s, idx: idx, logf: s.opts.Logf,
 		inbox: make(chan *request, inboxCap),
-		quit:  make(chan struct{}),
 		index: make(map[ID]entry),
 		open:  -1, expect: 1,
 	}
@@ -267,37 +267,61 @@ func (p *partition) segOf(loc int64) int {
 	return int(g / int64(p.s.sb.Partitions))
 }
 
-// call sends r to the partition and waits for its answer. Once the
-// partition has stopped it answers ErrClosed.
-func (p *partition) call(r *request) error {
-	select {
-	case p.inbox <- r:
-	case <-p.quit:
+// send hands r to the partition. With block false it fails with ErrBusy
+// rather than wait for room in the inbox. Once the partition is stopping
+// it answers ErrClosed; a request it accepted is always answered (stop
+// waits for senders in flight, then fails what is left in the inbox).
+func (p *partition) send(r *request, block bool) error {
+	p.senders.Add(1)
+	defer p.senders.Add(-1)
+	if p.stopped.Load() {
 		return ErrClosed
 	}
-	// wakers keeps the engine open while a caller may still wake it: the
-	// partition sets stopped, then waits for wakers to drain before it
-	// closes the engine (and with it the eventfd Wake writes to).
-	p.wakers.Add(1)
-	if !p.stopped.Load() && p.sleeping.Load() && (!r.isWrite() || p.gather.Add(-1) <= 0) {
-		p.eng.Wake()
-	}
-	p.wakers.Add(-1)
-	select {
-	case <-r.done:
-	case <-p.quit:
+	write := r.isWrite() // r belongs to the partition once sent
+	if block {
+		p.inbox <- r
+	} else {
 		select {
-		case <-r.done: // answered just before the partition stopped
+		case p.inbox <- r:
 		default:
-			return ErrClosed
+			return ErrBusy
 		}
 	}
+	if p.sleeping.Load() && (!write || p.gather.Add(-1) <= 0) {
+		p.eng.Wake()
+	}
+	return nil
+}
+
+// call sends r to the partition and waits for its answer.
+func (p *partition) call(r *request) error {
+	if err := p.send(r, true); err != nil {
+		return err
+	}
+	<-r.done
 	return r.err
 }
 
+// finish answers r: its callback for asynchronous calls (run here, on the
+// partition's goroutine), its channel otherwise.
 func (p *partition) finish(r *request, err error) {
 	r.err = err
-	r.done <- struct{}{}
+	switch {
+	case r.onPut != nil:
+		f := r.onPut
+		putReq(r)
+		f(err)
+	case r.onRef != nil:
+		f := r.onRef
+		if err != nil {
+			putReq(r)
+			f(ReadRef{}, err)
+			return
+		}
+		f(p.refOf(r), nil)
+	default:
+		r.done <- struct{}{}
+	}
 }
 
 // run is the partition goroutine: it locks its OS thread, creates the ring
@@ -313,7 +337,7 @@ func (p *partition) run(ready chan<- error) {
 	}
 	if err := p.setup(); err != nil {
 		p.teardown()
-		close(p.quit)
+		p.stopped.Store(true)
 		ready <- fmt.Errorf("chunkstore: partition %d: %w", p.idx, err)
 		return
 	}
@@ -322,25 +346,27 @@ func (p *partition) run(ready chan<- error) {
 	p.loop()
 	p.stop()
 	p.finish(p.closing, p.closeErr())
-	close(p.quit)
 }
 
-// stop closes the engine once no caller can be waking it, and fails the
-// requests that arrived after the close request.
+// stop fails every request that reached the inbox after the close request
+// and closes the engine, once no sender can still be sending or waking it.
 func (p *partition) stop() {
 	p.stopped.Store(true)
-	for p.wakers.Load() != 0 {
+	for {
+		for drained := false; !drained; {
+			select {
+			case r := <-p.inbox:
+				p.finish(r, ErrClosed)
+			default:
+				drained = true
+			}
+		}
+		if p.senders.Load() == 0 && len(p.inbox) == 0 {
+			break
+		}
 		runtime.Gosched()
 	}
 	p.teardown()
-	for {
-		select {
-		case r := <-p.inbox:
-			p.finish(r, ErrClosed)
-		default:
-			return
-		}
-	}
 }
 
 func (p *partition) closeErr() error {
@@ -535,8 +561,8 @@ func (p *partition) handle(r *request) {
 		p.startGet(r)
 	case opRelease:
 		p.releaseRead(r)
-		p.drainGets()
 		p.finish(r, nil)
+		p.drainGets()
 	case opStat:
 		e, ok := p.index[r.id]
 		if !ok || e.tomb {

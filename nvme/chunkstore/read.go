@@ -259,8 +259,8 @@ type ReadRef struct {
 // checksum, and returns the bytes in place. A read past the end of the chunk
 // is short (Len may be 0).
 func (s *Store) GetRef(id ID, off int64, n int) (ReadRef, error) {
-	if off < 0 || off >= MaxChunkSize || n < 0 {
-		return ReadRef{}, fmt.Errorf("chunkstore: get %v: offset %d length %d out of range", id, off, n)
+	if err := checkRange(id, off, n); err != nil {
+		return ReadRef{}, err
 	}
 	r := getReq(opGet, id)
 	r.ref, r.want, r.off = true, min(n, MaxChunkSize), off
@@ -269,11 +269,39 @@ func (s *Store) GetRef(id ID, off int64, n int) (ReadRef, error) {
 		putReq(r)
 		return ReadRef{}, err
 	}
-	if r.nbufs == 0 { // nothing was read (empty range): nothing to hold
-		ref := ReadRef{r: r}
-		return ref, nil
+	return p.refOf(r), nil
+}
+
+// GetRefAsync is GetRef that does not wait: done runs on the partition's
+// goroutine with the result and must not block (hand the bytes to a socket
+// writer and Release them when written). It fails at once, without calling
+// done, with ErrBusy when the partition's inbox is full or ErrClosed.
+func (s *Store) GetRefAsync(id ID, off int64, n int, done func(ReadRef, error)) error {
+	if err := checkRange(id, off, n); err != nil {
+		return err
 	}
-	return ReadRef{p: p, r: r}, nil
+	r := getReq(opGet, id)
+	r.ref, r.want, r.off, r.onRef = true, min(n, MaxChunkSize), off, done
+	if err := s.part(id).send(r, false); err != nil {
+		putReq(r)
+		return err
+	}
+	return nil
+}
+
+func checkRange(id ID, off int64, n int) error {
+	if off < 0 || off >= MaxChunkSize || n < 0 {
+		return fmt.Errorf("chunkstore: get %v: offset %d length %d out of range", id, off, n)
+	}
+	return nil
+}
+
+// refOf wraps a completed GetRef request.
+func (p *partition) refOf(r *request) ReadRef {
+	if r.nbufs == 0 { // nothing was read (empty range): nothing to hold
+		return ReadRef{r: r}
+	}
+	return ReadRef{p: p, r: r}
 }
 
 // Len is the number of bytes read.
@@ -301,14 +329,33 @@ func (ref ReadRef) Buffers(dst [][]byte) [][]byte {
 	return dst
 }
 
-// Release hands the buffers back to the store.
+// Release hands the buffers back to the store. It may be called from any
+// goroutine, including from a GetRefAsync callback; it does not wait.
 func (ref ReadRef) Release() {
-	if ref.r == nil {
+	r := ref.r
+	if r == nil {
 		return
 	}
-	if ref.p != nil {
-		ref.r.kind = opRelease
-		ref.p.call(ref.r)
+	if ref.p == nil {
+		putReq(r)
+		return
 	}
-	putReq(ref.r)
+	r.kind, r.onRef, r.onPut = opRelease, nil, releaseDone
+	if err := ref.p.send(r, false); err != nil {
+		// Inbox full or closing: the partition frees its slab at close
+		// anyway; a full inbox is retried by a goroutine so the caller
+		// never blocks.
+		if err == ErrBusy {
+			go func() {
+				if ref.p.send(r, true) != nil {
+					putReq(r)
+				}
+			}()
+			return
+		}
+		putReq(r)
+	}
 }
+
+// releaseDone ends an opRelease sent by Release.
+func releaseDone(error) {}

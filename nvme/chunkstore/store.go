@@ -40,6 +40,7 @@ var (
 	ErrStaleVersion = errors.New("stale version: the store holds a newer version of this chunk")
 	ErrNoSpace      = errors.New("chunk store is full")
 	ErrClosed       = errors.New("chunk store is closed")
+	ErrBusy         = errors.New("chunk store partition is busy: its inbox is full, retry later")
 	ErrTooLarge     = errors.New("chunk too large")
 	ErrEmpty        = errors.New("empty chunk: a chunk holds at least one byte")
 )
@@ -396,6 +397,27 @@ func (s *Store) Put(id ID, version uint64, data []byte) error {
 	err := s.part(id).call(r)
 	putReq(r)
 	return err
+}
+
+// PutAsync is Put that does not wait: done runs on the partition's
+// goroutine once the chunk is durable (nil) or failed, and must not block.
+// data must stay unchanged until then. It fails at once, without calling
+// done, with ErrBusy when the partition's inbox is full, ErrClosed, or a
+// size error.
+func (s *Store) PutAsync(id ID, version uint64, data []byte, done func(error)) error {
+	if len(data) > s.maxChunk {
+		return fmt.Errorf("%w: %d bytes; this store holds chunks of at most %d bytes", ErrTooLarge, len(data), s.maxChunk)
+	}
+	if len(data) == 0 {
+		return ErrEmpty
+	}
+	r := getReq(opPut, id)
+	r.version, r.data, r.onPut = version, data, done
+	if err := s.part(id).send(r, false); err != nil {
+		putReq(r)
+		return err
+	}
+	return nil
 }
 
 // Get reads len(buf) bytes of chunk id starting at off into buf and returns

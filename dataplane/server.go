@@ -141,6 +141,20 @@ func (s *Server) stopWorkers() {
 // blocks: the request goes to the worker queue or, when that is full, is
 // refused with CodeBusy.
 func (s *Server) Serve(req *netio.Request) {
+	// Reads and writes go straight from the event loop to the partition
+	// that owns the shard and are answered from its callback: no worker
+	// hop, so no extra thread wakeup per request. The rest (and anything
+	// the partition cannot take right now) goes through the workers.
+	switch req.Opcode {
+	case OpWriteShard:
+		if s.writeAsync(req) {
+			return
+		}
+	case OpReadShard:
+		if s.readAsync(req) {
+			return
+		}
+	}
 	select {
 	case s.queue <- req:
 	default:
@@ -206,6 +220,79 @@ func (s *Server) write(req *netio.Request) error {
 		return s.storeErr("write", r.ID, r.Version, err)
 	}
 	return req.Reply(nil, nil)
+}
+
+// writeAsync starts a write on its partition; false when the partition's
+// inbox is full (the caller falls back to a worker, which waits).
+func (s *Server) writeAsync(req *netio.Request) bool {
+	r, err := decodeWriteReq(req.Payload)
+	if err != nil {
+		_ = req.ReplyError(codeOf(err), err.Error())
+		return true
+	}
+	release, err := s.admit("write", r.ID, r.Epoch)
+	if err != nil {
+		_ = req.ReplyError(codeOf(err), err.Error())
+		return true
+	}
+	err = s.store.PutAsync(r.ID, r.Version, r.Data, func(err error) {
+		release()
+		if err == nil {
+			_ = req.Reply(nil, nil)
+			return
+		}
+		// storeErr may ask the store (Stat): never from the partition's
+		// own goroutine, which is the one running this callback.
+		go func() {
+			err := s.storeErr("write", r.ID, r.Version, err)
+			_ = req.ReplyError(codeOf(err), err.Error())
+		}()
+	})
+	if err != nil {
+		release()
+		if errors.Is(err, chunkstore.ErrBusy) {
+			return false
+		}
+		err = s.storeErr("write", r.ID, r.Version, err)
+		_ = req.ReplyError(codeOf(err), err.Error())
+	}
+	return true
+}
+
+// readAsync starts a read on its partition and replies from its callback
+// with the verified bytes; false when the partition's inbox is full.
+func (s *Server) readAsync(req *netio.Request) bool {
+	r, err := decodeReadReq(req.Payload)
+	if err != nil {
+		_ = req.ReplyError(codeOf(err), err.Error())
+		return true
+	}
+	err = s.store.GetRefAsync(r.ID, int64(r.Offset), int(r.Length), func(ref chunkstore.ReadRef, err error) {
+		if err != nil {
+			err = s.storeErr("read", r.ID, 0, err)
+			_ = req.ReplyError(codeOf(err), err.Error())
+			return
+		}
+		// One copy into the reply buffer; sending the store's buffers
+		// themselves (writev) needs a multi-slice netio reply.
+		buf := getBuf(readHdrSize + ref.Len())
+		b := (*buf)[:readHdrSize]
+		le.PutUint64(b, ref.Version())
+		var parts [4][]byte
+		for _, p := range ref.Buffers(parts[:0]) {
+			b = append(b, p...)
+		}
+		ref.Release()
+		_ = req.Reply(b, func(error) { putBuf(buf) })
+	})
+	if err != nil {
+		if errors.Is(err, chunkstore.ErrBusy) {
+			return false
+		}
+		err = s.storeErr("read", r.ID, 0, err)
+		_ = req.ReplyError(codeOf(err), err.Error())
+	}
+	return true
 }
 
 func (s *Server) delete(req *netio.Request) error {

@@ -11,11 +11,14 @@
 //
 // # Threading
 //
-// netio's event loops must never block, so Server.Serve only puts the
-// request on a bounded queue (or, when it is full, refuses it with
-// CodeBusy). A fixed pool of workers takes requests off the queue, calls
-// the store synchronously (a store call returns once its I/O is done) and
-// replies from the worker goroutine. Reply buffers come from sync.Pools
+// netio's event loops must never block. Reads and writes go from the event
+// loop straight to the store partition that owns the shard
+// (chunkstore.GetRefAsync, PutAsync) and are answered from the partition's
+// callback. Everything else, and any read or write a full partition inbox
+// refuses, goes on a bounded queue (full: CodeBusy) to a fixed pool of
+// workers that call the store synchronously and reply from the worker
+// goroutine. (A write's epoch check takes the fence's read lock on the
+// event loop; it waits only while SetEpoch is draining admitted writes.) Reply buffers come from sync.Pools
 // (size classes up to chunkstore.MaxChunkSize) and go back in the reply's
 // completion callback, once netio has written them.
 //

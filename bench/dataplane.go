@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -61,61 +60,12 @@ func openDataplane(addr string, spec *Spec, env *Env) (Target, error) {
 		return nil, fmt.Errorf("dataplane %s: %w", addr, err)
 	}
 	if spec.Mode.Reads() {
-		if err := t.populate(spec, env); err != nil {
+		if err := populateChunks(t, "dataplane:"+addr, t.chunks, spec.BlockSize, env); err != nil {
 			c.Close()
 			return nil, err
 		}
 	}
 	return t, nil
-}
-
-// populate writes every shard of the working set that is missing or of
-// another size, so reads find data.
-func (t *dataplaneTarget) populate(spec *Spec, env *Env) error {
-	progress := env.LayoutProgress(t.addr)
-	var next, done atomic.Int64
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var firstErr error
-	ctx := context.Background()
-	for g := 0; g < 32; g++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			buf := make([]byte, spec.BlockSize)
-			fillPattern(buf)
-			for {
-				i := next.Add(1) - 1
-				if i >= t.chunks {
-					return
-				}
-				id := chunkstore.ID{Lo: uint64(i)}
-				info, err := t.client.StatShard(ctx, id)
-				if err != nil && !errors.Is(err, chunkstore.ErrNotFound) {
-					mu.Lock()
-					firstErr = errors.Join(firstErr, err)
-					mu.Unlock()
-					return
-				}
-				if err != nil || info.Length != spec.BlockSize {
-					if err := t.write(ctx, id, buf); err != nil {
-						mu.Lock()
-						firstErr = errors.Join(firstErr, err)
-						mu.Unlock()
-						return
-					}
-				}
-				if d := done.Add(1); progress != nil && (d%4096 == 0 || d == t.chunks) {
-					progress(d*int64(spec.BlockSize), t.chunks*int64(spec.BlockSize))
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	if firstErr != nil {
-		return fmt.Errorf("populating the dataplane's working set: %w", firstErr)
-	}
-	return nil
 }
 
 // write stores one shard at a fresh version, retrying when a concurrent
@@ -145,49 +95,22 @@ func (t *dataplaneTarget) Close() error {
 	return t.client.Close()
 }
 
-// RunJob runs --iodepth goroutines, each with its own Worker and buffer.
-func (t *dataplaneTarget) RunJob(job *Job) error {
-	spec := job.Spec
-	errs := make(chan error, spec.IODepth)
-	for g := 0; g < spec.IODepth; g++ {
-		w, err := job.NewWorker()
-		if err != nil {
-			return err
-		}
-		go func() { errs <- t.worker(w, spec.BlockSize) }()
+// RunJob runs the job as --iodepth goroutines making synchronous calls.
+func (t *dataplaneTarget) RunJob(job *Job) error { return runChunkJob(t, job) }
+
+func (t *dataplaneTarget) stat(id chunkstore.ID) (int, bool, error) {
+	info, err := t.client.StatShard(context.Background(), id)
+	if errors.Is(err, chunkstore.ErrNotFound) {
+		return 0, false, nil
 	}
-	var err error
-	for g := 0; g < spec.IODepth; g++ {
-		err = errors.Join(err, <-errs)
-	}
-	return err
+	return info.Length, err == nil, err
 }
 
-func (t *dataplaneTarget) worker(w *Worker, bs int) error {
-	buf := make([]byte, bs)
-	fillPattern(buf)
-	ctx := context.Background()
-	for {
-		write, off, ok := w.Next()
-		if !ok {
-			return nil
-		}
-		id := chunkstore.ID{Lo: uint64(off / int64(bs))}
-		start := Now()
-		if write {
-			if err := t.write(ctx, id, buf); err != nil {
-				return fmt.Errorf("write shard %d: %w", id.Lo, err)
-			}
-		} else {
-			n, _, err := t.client.ReadShard(ctx, id, 0, buf)
-			if err != nil {
-				return fmt.Errorf("read shard %d: %w", id.Lo, err)
-			}
-			if n != bs {
-				return fmt.Errorf("read shard %d: %d bytes, want %d", id.Lo, n, bs)
-			}
-		}
-		d := Now() - start
-		w.Done(write, bs, d, d)
-	}
+func (t *dataplaneTarget) put(id chunkstore.ID, buf []byte) error {
+	return t.write(context.Background(), id, buf)
+}
+
+func (t *dataplaneTarget) get(id chunkstore.ID, buf []byte) (int, error) {
+	n, _, err := t.client.ReadShard(context.Background(), id, 0, buf)
+	return n, err
 }

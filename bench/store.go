@@ -3,7 +3,6 @@ package bench
 import (
 	"errors"
 	"fmt"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -54,53 +53,12 @@ func openStore(path string, spec *Spec, env *Env) (Target, error) {
 	t := &storeTarget{store: st, path: path, chunks: spec.Size / int64(spec.BlockSize), logf: env.Logf}
 	t.version.Store(uint64(time.Now().UnixNano()))
 	if spec.Mode.Reads() {
-		if err := t.populate(spec, env); err != nil {
+		if err := populateChunks(t, "store:"+path, t.chunks, spec.BlockSize, env); err != nil {
 			st.Close()
 			return nil, err
 		}
 	}
 	return t, nil
-}
-
-// populate writes every chunk of the working set that is missing or of
-// another size, so reads find data (like fio laying out its file).
-func (t *storeTarget) populate(spec *Spec, env *Env) error {
-	progress := env.LayoutProgress(t.path)
-	var next, done atomic.Int64
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var firstErr error
-	for g := 0; g < 32; g++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			buf := make([]byte, spec.BlockSize)
-			fillPattern(buf)
-			for {
-				i := next.Add(1) - 1
-				if i >= t.chunks {
-					return
-				}
-				id := chunkstore.ID{Lo: uint64(i)}
-				if info, err := t.store.Stat(id); err != nil || info.Length != spec.BlockSize {
-					if err := t.put(id, buf); err != nil {
-						mu.Lock()
-						firstErr = errors.Join(firstErr, err)
-						mu.Unlock()
-						return
-					}
-				}
-				if d := done.Add(1); progress != nil && (d%4096 == 0 || d == t.chunks) {
-					progress(d*int64(spec.BlockSize), t.chunks*int64(spec.BlockSize))
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	if firstErr != nil {
-		return fmt.Errorf("populating the store's working set: %w", firstErr)
-	}
-	return nil
 }
 
 // put writes one chunk at a fresh version, retrying when a concurrent Put
@@ -127,48 +85,18 @@ func (t *storeTarget) Close() error {
 	return t.store.Close()
 }
 
-// RunJob runs --iodepth goroutines, each with its own Worker and buffer.
-func (t *storeTarget) RunJob(job *Job) error {
-	spec := job.Spec
-	errs := make(chan error, spec.IODepth)
-	for g := 0; g < spec.IODepth; g++ {
-		w, err := job.NewWorker()
-		if err != nil {
-			return err
-		}
-		go func() { errs <- t.worker(w, spec.BlockSize) }()
+// RunJob runs the job as --iodepth goroutines making synchronous calls.
+func (t *storeTarget) RunJob(job *Job) error { return runChunkJob(t, job) }
+
+func (t *storeTarget) stat(id chunkstore.ID) (int, bool, error) {
+	info, err := t.store.Stat(id)
+	if errors.Is(err, chunkstore.ErrNotFound) {
+		return 0, false, nil
 	}
-	var err error
-	for g := 0; g < spec.IODepth; g++ {
-		err = errors.Join(err, <-errs)
-	}
-	return err
+	return info.Length, err == nil, err
 }
 
-func (t *storeTarget) worker(w *Worker, bs int) error {
-	buf := make([]byte, bs)
-	fillPattern(buf)
-	for {
-		write, off, ok := w.Next()
-		if !ok {
-			return nil
-		}
-		id := chunkstore.ID{Lo: uint64(off / int64(bs))}
-		start := Now()
-		if write {
-			if err := t.put(id, buf); err != nil {
-				return fmt.Errorf("put chunk %d: %w", id.Lo, err)
-			}
-		} else {
-			n, _, err := t.store.Get(id, 0, buf)
-			if err != nil {
-				return fmt.Errorf("get chunk %d: %w", id.Lo, err)
-			}
-			if n != bs {
-				return fmt.Errorf("get chunk %d: %d bytes, want %d", id.Lo, n, bs)
-			}
-		}
-		d := Now() - start
-		w.Done(write, bs, d, d)
-	}
+func (t *storeTarget) get(id chunkstore.ID, buf []byte) (int, error) {
+	n, _, err := t.store.Get(id, 0, buf)
+	return n, err
 }

@@ -9,7 +9,7 @@ PKGS     := ./...
 # The crash test and the fuzz seed corpus run as part of `make test`.
 TEST_TIMEOUT ?= 15m
 
-.PHONY: all build test test-race fuzz bench lint demo tools clean
+.PHONY: all build test fuzz bench lint demo tools clean
 
 all: build
 
@@ -26,7 +26,7 @@ tools:
 test: tools
 	$(GO) vet $(PKGS)
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
-	$(GO) test -count=1 -race -timeout $(TEST_TIMEOUT) ./nvme/...
+	$(GO) test -count=1 -race -timeout $(TEST_TIMEOUT) ./nvme/... ./netio/... ./dataplane/...
 	CFS_IOENGINE=pread $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./nvme/chunkstore/
 
 # fuzz runs each fuzz target for FUZZTIME (the seed corpora already run in `make test`).

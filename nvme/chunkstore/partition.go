@@ -610,15 +610,7 @@ func (p *partition) list(from ID, limit int, out []Info) []Info {
 			siftDown(h, 0)
 		}
 	}
-	slices.SortFunc(h, func(a, b Info) int {
-		switch {
-		case a.ID.less(b.ID):
-			return -1
-		case b.ID.less(a.ID):
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(h, compareInfo)
 	return h
 }
 

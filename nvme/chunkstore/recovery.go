@@ -310,19 +310,8 @@ type held struct {
 
 // applyBatch installs a replayed batch's records in the index.
 func (p *partition) applyBatch(b *held) {
-	base := p.segBase(b.seg) + b.off
-	dataLoc := base + int64(b.h.SumBlocks)*BlockSize
-	crcOff := int64(summaryHdrSize)
+	cur := newEntryCursor(p.segBase(b.seg)+b.off, int(b.h.SumBlocks))
 	for i := range b.recs {
-		rec := &b.recs[i]
-		ne := entry{version: rec.Version, stamp: rec.Stamp, length: rec.Length, crcLoc: base + crcOff + recordFixed}
-		crcOff += recordFixed + int64(len(rec.CRCs))*4
-		if rec.Kind == recDelete {
-			ne.tomb, ne.dataLoc = true, -1
-		} else {
-			ne.dataLoc = dataLoc + int64(rec.Block)*BlockSize
-			ne.crc0 = rec.CRCs[0]
-		}
-		p.apply(rec.ID, ne, false)
+		p.apply(b.recs[i].ID, cur.next(&b.recs[i]), false)
 	}
 }

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"runtime"
-	"sort"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -62,6 +62,17 @@ func (id ID) Next() (next ID, ok bool) {
 }
 
 func (id ID) less(o ID) bool { return id.Hi < o.Hi || (id.Hi == o.Hi && id.Lo < o.Lo) }
+
+// compareInfo orders Infos by ID, for slices.SortFunc.
+func compareInfo(a, b Info) int {
+	switch {
+	case a.ID.less(b.ID):
+		return -1
+	case b.ID.less(a.ID):
+		return 1
+	}
+	return 0
+}
 
 // partitionOf maps a chunk to its partition (splitmix64 finalizer over the
 // id, so sequential ids spread evenly).
@@ -384,12 +395,8 @@ func (s *Store) part(id ID) *partition { return s.parts[partitionOf(id, len(s.pa
 // A version lower than the stored one is refused with ErrStaleVersion; an
 // equal version replaces the chunk (a retried Put is idempotent).
 func (s *Store) Put(id ID, version uint64, data []byte) error {
-	if len(data) > s.maxChunk {
-		return fmt.Errorf("%w: %d bytes; this store holds chunks of at most %d bytes (its segments are %d bytes)",
-			ErrTooLarge, len(data), s.maxChunk, s.sb.SegmentSize)
-	}
-	if len(data) == 0 {
-		return ErrEmpty
+	if err := s.checkChunk(data); err != nil {
+		return err
 	}
 	r := getReq(opPut, id)
 	r.version = version
@@ -399,17 +406,26 @@ func (s *Store) Put(id ID, version uint64, data []byte) error {
 	return err
 }
 
+// checkChunk refuses data no chunk of this store can hold.
+func (s *Store) checkChunk(data []byte) error {
+	switch {
+	case len(data) == 0:
+		return ErrEmpty
+	case len(data) > s.maxChunk:
+		return fmt.Errorf("%w: %d bytes; this store holds chunks of at most %d bytes (its segments are %d bytes)",
+			ErrTooLarge, len(data), s.maxChunk, s.sb.SegmentSize)
+	}
+	return nil
+}
+
 // PutAsync is Put that does not wait: done runs on the partition's
 // goroutine once the chunk is durable (nil) or failed, and must not block.
 // data must stay unchanged until then. It fails at once, without calling
 // done, with ErrBusy when the partition's inbox is full, ErrClosed, or a
 // size error.
 func (s *Store) PutAsync(id ID, version uint64, data []byte, done func(error)) error {
-	if len(data) > s.maxChunk {
-		return fmt.Errorf("%w: %d bytes; this store holds chunks of at most %d bytes", ErrTooLarge, len(data), s.maxChunk)
-	}
-	if len(data) == 0 {
-		return ErrEmpty
+	if err := s.checkChunk(data); err != nil {
+		return err
 	}
 	r := getReq(opPut, id)
 	r.version, r.data, r.onPut = version, data, done
@@ -425,8 +441,8 @@ func (s *Store) PutAsync(id ID, version uint64, data []byte, done func(error)) e
 // Every 4 KiB block read is verified against its CRC32C; a mismatch is an
 // error for which IsCorrupt is true, never wrong bytes.
 func (s *Store) Get(id ID, off int64, buf []byte) (n int, version uint64, err error) {
-	if off < 0 || off >= MaxChunkSize {
-		return 0, 0, fmt.Errorf("chunkstore: get %v: offset %d out of range [0, %d)", id, off, MaxChunkSize)
+	if err := checkRange(id, off, len(buf)); err != nil {
+		return 0, 0, err
 	}
 	if len(buf) > MaxChunkSize {
 		buf = buf[:MaxChunkSize]
@@ -476,7 +492,7 @@ func (s *Store) List(from ID, limit int) ([]Info, error) {
 			return nil, err
 		}
 	}
-	sort.Slice(all, func(i, j int) bool { return all[i].ID.less(all[j].ID) })
+	slices.SortFunc(all, compareInfo)
 	if len(all) > limit {
 		all = all[:limit]
 	}

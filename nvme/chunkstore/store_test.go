@@ -514,21 +514,14 @@ func TestAsync(t *testing.T) {
 		id := ID{Lo: uint64(i)}
 		datas[i] = pattern(id, 2, 1+i*37)
 		wg.Add(1)
-		for {
-			err := s.PutAsync(id, 2, datas[i], func(err error) {
+		retryBusy(t, func() error {
+			return s.PutAsync(id, 2, datas[i], func(err error) {
 				if err != nil {
 					t.Errorf("put %v: %v", id, err)
 				}
 				wg.Done()
 			})
-			if err == nil {
-				break
-			}
-			if !errors.Is(err, ErrBusy) {
-				t.Fatal(err)
-			}
-			time.Sleep(time.Millisecond)
-		}
+		})
 	}
 	wg.Wait()
 	var bad atomic.Int32
@@ -536,8 +529,8 @@ func TestAsync(t *testing.T) {
 		id := ID{Lo: uint64(i)}
 		want := datas[i]
 		wg.Add(1)
-		for {
-			err := s.GetRefAsync(id, 0, len(want)+10, func(ref ReadRef, err error) {
+		retryBusy(t, func() error {
+			return s.GetRefAsync(id, 0, len(want)+10, func(ref ReadRef, err error) {
 				defer wg.Done()
 				if err != nil {
 					t.Errorf("get %v: %v", id, err)
@@ -549,14 +542,7 @@ func TestAsync(t *testing.T) {
 				}
 				ref.Release()
 			})
-			if err == nil {
-				break
-			}
-			if !errors.Is(err, ErrBusy) {
-				t.Fatal(err)
-			}
-			time.Sleep(time.Millisecond)
-		}
+		})
 	}
 	wg.Wait()
 	if bad.Load() != 0 {
@@ -568,4 +554,19 @@ func TestAsync(t *testing.T) {
 		t.Fatal(err)
 	}
 	ref.Release()
+}
+
+// retryBusy calls start until it is not refused with ErrBusy.
+func retryBusy(t *testing.T, start func() error) {
+	t.Helper()
+	for {
+		err := start()
+		if err == nil {
+			return
+		}
+		if !errors.Is(err, ErrBusy) {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Millisecond)
+	}
 }

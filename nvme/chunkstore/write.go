@@ -222,23 +222,11 @@ func (p *partition) ackBatch(b *batch) {
 		p.failBatch(b, err)
 		return
 	}
-	base := p.segBase(b.seg) + b.off
-	sumLoc := base
-	dataLoc := base + int64(b.sumBlocks)*BlockSize
-	crcOff := int64(summaryHdrSize)
+	cur := newEntryCursor(p.segBase(b.seg)+b.off, b.sumBlocks)
 	for i := range b.recs {
 		rec := &b.recs[i]
 		r := b.reqs[i]
-		ne := entry{version: rec.Version, stamp: rec.Stamp, length: rec.Length, crcLoc: sumLoc + crcOff + recordFixed}
-		crcOff += recordFixed + int64(len(rec.CRCs))*4
-		if rec.Kind == recDelete {
-			ne.tomb = true
-			ne.dataLoc = -1
-		} else {
-			ne.dataLoc = dataLoc + int64(rec.Block)*BlockSize
-			ne.crc0 = rec.CRCs[0]
-		}
-		applied := p.apply(r.id, ne, r.kind == opReloc)
+		applied := p.apply(r.id, cur.next(rec), r.kind == opReloc)
 		switch r.kind {
 		case opReloc:
 			p.relocDone(r, applied)
@@ -260,6 +248,30 @@ func (p *partition) ackBatch(b *batch) {
 		p.expect = min(max(b.users, 1), maxBatchRecords)
 	}
 	b.reset()
+}
+
+// entryCursor turns the records of a batch written at device offset base
+// (its summary first, sumBlocks blocks, then the data), taken in order, into
+// index entries. The write path and recovery both use it.
+type entryCursor struct {
+	base, dataLoc, crcOff int64
+}
+
+func newEntryCursor(base int64, sumBlocks int) entryCursor {
+	return entryCursor{base: base, dataLoc: base + int64(sumBlocks)*BlockSize, crcOff: summaryHdrSize}
+}
+
+// next is the entry of rec, the record after the previous one.
+func (c *entryCursor) next(rec *record) entry {
+	e := entry{version: rec.Version, stamp: rec.Stamp, length: rec.Length, crcLoc: c.base + c.crcOff + recordFixed}
+	c.crcOff += recordFixed + int64(len(rec.CRCs))*4
+	if rec.Kind == recDelete {
+		e.tomb, e.dataLoc = true, -1
+	} else {
+		e.dataLoc = c.dataLoc + int64(rec.Block)*BlockSize
+		e.crc0 = rec.CRCs[0]
+	}
+	return e
 }
 
 // apply installs ne for id when it supersedes what the index holds (the

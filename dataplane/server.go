@@ -241,12 +241,8 @@ func (s *Server) writeAsync(req *netio.Request) bool {
 			_ = req.Reply(nil, nil)
 			return
 		}
-		// storeErr may ask the store (Stat): never from the partition's
-		// own goroutine, which is the one running this callback.
-		go func() {
-			err := s.storeErr("write", r.ID, r.Version, err)
-			_ = req.ReplyError(codeOf(err), err.Error())
-		}()
+		err = s.storeErr("write", r.ID, r.Version, err)
+		_ = req.ReplyError(codeOf(err), err.Error())
 	})
 	if err != nil {
 		release()
@@ -370,8 +366,9 @@ func (s *Server) stats(req *netio.Request) error {
 func (s *Server) storeErr(what string, id chunkstore.ID, version uint64, err error) error {
 	if errors.Is(err, chunkstore.ErrStaleVersion) {
 		held := "a newer version"
-		if info, serr := s.store.Stat(id); serr == nil {
-			held = fmt.Sprintf("version %d", info.Version)
+		var sv *chunkstore.StaleVersionError
+		if errors.As(err, &sv) {
+			held = fmt.Sprintf("version %d", sv.Held)
 		}
 		return fmt.Errorf("%w: %s of shard %v at version %d refused: the store holds %s", chunkstore.ErrStaleVersion, what, id, version, held)
 	}

@@ -45,6 +45,21 @@ var (
 	ErrEmpty        = errors.New("empty chunk: a chunk holds at least one byte")
 )
 
+// StaleVersionError is the ErrStaleVersion a put or delete gets: it names
+// the version the store holds, so callers need not ask again.
+type StaleVersionError struct {
+	ID    ID
+	Held  uint64 // the version the store holds
+	Asked uint64 // the version the request carried
+}
+
+func (e *StaleVersionError) Error() string {
+	return fmt.Sprintf("%v: chunk %v is at version %d, request has %d", ErrStaleVersion, e.ID, e.Held, e.Asked)
+}
+
+// Is makes errors.Is(err, ErrStaleVersion) true.
+func (e *StaleVersionError) Is(target error) bool { return target == ErrStaleVersion }
+
 // ID names a chunk.
 type ID struct{ Hi, Lo uint64 }
 

@@ -23,7 +23,7 @@ func (p *partition) admitWrite(r *request) {
 	}
 	e, ok := p.index[r.id]
 	if ok && r.version < e.version {
-		p.finish(r, fmt.Errorf("%w: chunk %v is at version %d, request has %d", ErrStaleVersion, r.id, e.version, r.version))
+		p.finish(r, &StaleVersionError{ID: r.id, Held: e.version, Asked: r.version})
 		return
 	}
 	if r.kind == opDelete && (!ok || e.tomb) {

@@ -96,8 +96,10 @@ const (
 	MaxTokens     = 1024 // unexpired, unused tokens at once
 	MaxConfigKeys = 512
 	MaxStringLen  = 256
-	// TokenTTL is how long a join token is valid.
-	TokenTTL = time.Hour
+	// TokenTTL is how long a join token is valid unless its maker says otherwise;
+	// MaxTokenTTL bounds what it may say.
+	TokenTTL    = time.Hour
+	MaxTokenTTL = 24 * time.Hour
 )
 
 // Op names a command.
@@ -299,6 +301,9 @@ func (s *State) addToken(c *Command) (*Result, error) {
 	if t == nil || len(t.Hash) != 64 {
 		return nil, errors.New("cluster: add_token needs a token hash")
 	}
+	if !t.Expires.IsZero() && (!t.Expires.After(c.Now) || t.Expires.Sub(c.Now) > MaxTokenTTL) {
+		return nil, fmt.Errorf("cluster: a join token must expire within %s of being made", MaxTokenTTL)
+	}
 	if t.NodeType != "storage" {
 		return nil, fmt.Errorf("cluster: node type %q: only \"storage\" nodes exist", t.NodeType)
 	}
@@ -318,7 +323,10 @@ func (s *State) addToken(c *Command) (*Result, error) {
 		}
 	}
 	tok := *t
-	tok.Issued, tok.Expires, tok.UsedBy = c.Now, c.Now.Add(TokenTTL), ""
+	if tok.Expires.IsZero() {
+		tok.Expires = c.Now.Add(TokenTTL)
+	}
+	tok.Issued, tok.UsedBy = c.Now, ""
 	s.Tokens[tok.Hash] = &tok
 	return &Result{Epoch: s.Epoch}, nil
 }
@@ -334,7 +342,7 @@ func (s *State) join(c *Command) (*Result, error) {
 	case t.UsedBy != "":
 		return nil, fmt.Errorf("%w by %s at %s: each token admits one node; make a new one with cfs admin cluster-token", ErrTokenUsed, t.UsedBy, t.UsedAt.UTC().Format(time.RFC3339))
 	case !c.Now.Before(t.Expires):
-		return nil, fmt.Errorf("%w at %s (issued %s, valid %s): make a new one with cfs admin cluster-token", ErrTokenExpired, t.Expires.UTC().Format(time.RFC3339), t.Issued.UTC().Format(time.RFC3339), TokenTTL)
+		return nil, fmt.Errorf("%w at %s (issued %s, valid %s): make a new one with cfs admin cluster-token", ErrTokenExpired, t.Expires.UTC().Format(time.RFC3339), t.Issued.UTC().Format(time.RFC3339), t.Expires.Sub(t.Issued))
 	}
 	if len(s.Nodes) >= MaxNodes {
 		return nil, fmt.Errorf("cluster: %d nodes, at most %d", len(s.Nodes), MaxNodes)

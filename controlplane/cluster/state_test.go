@@ -181,3 +181,16 @@ func FuzzApply(f *testing.F) {
 		}
 	})
 }
+
+func TestTokenTTL(t *testing.T) {
+	s := bootstrapped(t, 1, 4)
+	mustApply(t, s, &Command{Op: OpAddToken, Now: t0, Token: &Token{Hash: HashToken("short"), NodeType: "storage", Expires: t0.Add(time.Second)}})
+	if _, err := s.Apply(&Command{Op: OpJoin, Now: t0.Add(2 * time.Second), Secret: "short", Node: &Node{}}); !errors.Is(err, ErrTokenExpired) {
+		t.Fatalf("short token after its TTL: %v", err)
+	}
+	for _, exp := range []time.Time{t0, t0.Add(-time.Second), t0.Add(MaxTokenTTL + time.Second)} {
+		if _, err := s.Apply(&Command{Op: OpAddToken, Now: t0, Token: &Token{Hash: HashToken("x"), NodeType: "storage", Expires: exp}}); err == nil {
+			t.Fatalf("token expiring at %v (now %v) accepted", exp, t0)
+		}
+	}
+}

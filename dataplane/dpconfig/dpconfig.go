@@ -300,7 +300,7 @@ var keys = []Key{
 			return err
 		},
 	},
-	intKey("cpu.io_threads", "io-threads", false, "0", 1, 256, "one per two CPUs",
+	intKey("cpu.io_threads", "io-threads", false, "0", 1, 256, "one per two CPUs, of cpu.affinity's when set",
 		"I/O cores (chunk store partitions, each with its own ring) when the device is formatted; an existing store keeps its count",
 		func(c *Config) *int { return &c.IOThreads }),
 	strKey("control.socket", "control-socket", "", fmt.Sprintf("a path of at most %d bytes", MaxSocketPath), MaxSocketPath,

@@ -70,7 +70,7 @@ func TestSetValidates(t *testing.T) {
 		{"cpu.affinity", "0,,1", "!empty element"},
 		{"cpu.affinity", "1024", "!CPU 1024 is over 1023"},
 		{"cpu.affinity", "a-b", "!is not a CPU number"},
-		{"cpu.io_threads", "257", "!0 (one per two CPUs) or an integer in 1..256"},
+		{"cpu.io_threads", "257", "!0 (one per two CPUs, of cpu.affinity's when set) or an integer in 1..256"},
 		{"control.socket", "/run/cfs/dp0.sock", "/run/cfs/dp0.sock"},
 		{"control.socket", "/" + strings.Repeat("x", MaxSocketPath), "!a path of at most 107 bytes"},
 		{"nvme.device", "a\nb", "!line break"},

@@ -263,7 +263,7 @@ var keys = []Key{
 		"data requests (reads, writes, deletes) each I/O core holds at once; one more is refused as busy at once",
 		func(c *Config) *int { return &c.QueueDepth }),
 	boolKey("data.write_combining", "write-combining", false, "true",
-		"gather concurrent small writes of a core into one durable append (up to 1 MiB, waiting up to 100µs); false writes each at once",
+		"gather concurrent small writes of a core into one durable append (up to 1 MiB, waiting up to 100µs for more); false appends each write as soon as an append slot is free, without waiting",
 		func(c *Config) *bool { return &c.WriteCombining }),
 	intKey("data.workers", "workers", false, "0", 1, 16384, "32 per CPU",
 		"goroutines serving the requests the event loops do not hand to a core directly (stats, lists, deletes, overflow)",

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -320,6 +321,14 @@ func (s *Server) call(h Handler, req Request, deadline time.Time) (resp Response
 	go func() {
 		defer func() { <-s.handlers }()
 		defer cancel()
+		defer func() {
+			// A bug in a handler must not take the dataplane's hot path
+			// down with it: answer internal and log where it was.
+			if r := recover(); r != nil {
+				s.opts.Logf("sidecar: %s panicked: %v\n%s", req.Op, r, debug.Stack())
+				done <- errorResponse(req.ID, &Error{Code: CodeInternal, Message: fmt.Sprintf("%s failed: internal error (%v); the dataplane logged it", req.Op, r)})
+			}
+		}()
 		done <- dispatch(ctx, h, req)
 	}()
 	select {

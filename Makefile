@@ -38,6 +38,10 @@ fuzz:
 	$(GO) test -run XXX -fuzz FuzzParseSize -fuzztime $(FUZZTIME) ./bench/
 	$(GO) test -run XXX -fuzz FuzzDecodeFrame -fuzztime $(FUZZTIME) ./netio/
 	$(GO) test -run XXX -fuzz FuzzDecodeRequest -fuzztime $(FUZZTIME) ./dataplane/
+	$(GO) test -run XXX -fuzz FuzzServerStream -fuzztime $(FUZZTIME) ./dataplane/sidecar/
+	$(GO) test -run XXX -fuzz FuzzClientResponse -fuzztime $(FUZZTIME) ./dataplane/sidecar/
+	$(GO) test -run XXX -fuzz FuzzSet -fuzztime $(FUZZTIME) ./dataplane/dpconfig/
+	$(GO) test -run XXX -fuzz FuzzLoad -fuzztime $(FUZZTIME) ./dataplane/dpconfig/
 
 # bench: side-by-side figures against fio on the same file (docs/benchmarks.md).
 bench: build tools

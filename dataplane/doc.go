@@ -1,6 +1,8 @@
 // Package dataplane is a ClaudeFS node's shard service: it serves the chunk
 // store (nvme/chunkstore) over netio's framed protocol, and its Client calls
-// it.
+// it. Node is the whole dataplane process in one value: store, Server,
+// pinned threads and the sidecar channel (package sidecar) to the node's
+// control process, built from a dpconfig.Config.
 //
 // # Operations
 //
@@ -22,10 +24,27 @@
 // (size classes up to chunkstore.MaxChunkSize) and go back in the reply's
 // completion callback, once netio has written them.
 //
+// # Admission
+//
+// Each store partition (I/O core) admits at most nvme.queue_depth data
+// requests at once (chunkstore.SetQueueLimit, changed live over the
+// sidecar channel); one more is answered CodeBusy at once, from the event
+// loop, without queueing.
+//
+// # Pinning
+//
+// With cpu.affinity set, partition i's goroutine and event loop i's are
+// each locked to their own OS thread and pinned (sched_setaffinity) to the
+// i-th CPU of the list, round robin: partitions through
+// chunkstore.Options.OnPartitionThread as the store opens, event loops when
+// they first serve a connection (Config.OnConnThread; netio has no
+// loop-start hook). Node.Threads and the sidecar's stats report where each
+// runs. Without cpu.affinity nothing is pinned.
+//
 // # Placement-epoch fencing
 //
 // The server holds the current placement epoch (Server.Epoch, raised with
-// Server.SetEpoch, which the control process's sidecar channel will call).
+// Server.SetEpoch, which the sidecar channel's epoch.set calls).
 // A write or delete carrying an older epoch is refused with
 // CodeStaleEpoch, naming both epochs; reads are not fenced. Once SetEpoch
 // returns, no write admitted under an older epoch is still running.

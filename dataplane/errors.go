@@ -67,6 +67,8 @@ func codeOf(err error) uint16 {
 		return CodeStaleVersion
 	case errors.Is(err, ErrStaleEpoch):
 		return CodeStaleEpoch
+	case errors.Is(err, chunkstore.ErrQueueFull):
+		return CodeBusy // the core holds nvme.queue_depth requests already
 	case errors.Is(err, chunkstore.ErrNoSpace):
 		return CodeNoSpace
 	case chunkstore.IsCorrupt(err):

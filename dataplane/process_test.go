@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/claudefs/claudefs/dataplane/sidecar"
 	"github.com/claudefs/claudefs/netio"
 	"github.com/claudefs/claudefs/nvme/chunkstore"
 )
@@ -44,25 +45,31 @@ func TestMain(m *testing.M) {
 
 // proc is a running `cfs dataplane`.
 type proc struct {
-	cmd    *exec.Cmd
-	addr   string
-	stderr *bytes.Buffer // all of the process's stderr, once it has exited
-	done   chan error
+	cmd  *exec.Cmd
+	addr string
+	sock string // its control socket
+	// startLog is its stderr up to the "listening on" line.
+	startLog string
+	stderr   *bytes.Buffer // all of the process's stderr, once it has exited
+	done     chan error
 }
 
 var listenRE = regexp.MustCompile(`listening on (\S+)`)
 
+// startDataplane starts cfs dataplane on device, with its control socket
+// next to the device (so a restart finds the socket a killed one left).
 func startDataplane(t *testing.T, device string) *proc {
 	t.Helper()
+	sock := filepath.Join(filepath.Dir(device), "ctl.sock")
 	cmd := exec.Command(cfsBin, "dataplane", "--device", device, "--device-size", "64M",
-		"--listen", "127.0.0.1:0", "--control-socket", filepath.Join(t.TempDir(), "ctl.sock"), "--event-loops", "2")
+		"--listen", "127.0.0.1:0", "--control-socket", sock, "--event-loops", "2")
 	pr, pw := io.Pipe()
 	cmd.Stderr = pw
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	p := &proc{cmd: cmd, stderr: &bytes.Buffer{}, done: make(chan error, 1)}
-	addrc := make(chan string, 1)
+	p := &proc{cmd: cmd, sock: sock, stderr: &bytes.Buffer{}, done: make(chan error, 1)}
+	addrc := make(chan [2]string, 1)
 	copied := make(chan struct{})
 	go func() {
 		defer close(copied)
@@ -71,7 +78,7 @@ func startDataplane(t *testing.T, device string) *proc {
 			line := sc.Text()
 			p.stderr.WriteString(line + "\n")
 			if m := listenRE.FindStringSubmatch(line); m != nil {
-				addrc <- m[1]
+				addrc <- [2]string{m[1], p.stderr.String()}
 			}
 		}
 		_, _ = io.Copy(io.Discard, pr)
@@ -89,7 +96,8 @@ func startDataplane(t *testing.T, device string) *proc {
 		}
 	})
 	select {
-	case p.addr = <-addrc:
+	case a := <-addrc:
+		p.addr, p.startLog = a[0], a[1]
 		return p
 	case err := <-p.done:
 		t.Fatalf("cfs dataplane exited before listening: %v\n%s", err, p.stderr)
@@ -110,18 +118,18 @@ func (p *proc) wait(t *testing.T) error {
 	}
 }
 
-type acked struct {
-	id      chunkstore.ID
-	version uint64
-}
-
 // TestProcessCrashAndDrain writes from several clients to a real `cfs
 // dataplane`, SIGKILLs it mid-write, restarts it on the same device and
 // checks every acknowledged write reads back (at its version or a later
 // one that was in flight), then SIGTERMs it under load: it drains and
 // exits 0, and what it acknowledged is durable.
 func TestProcessCrashAndDrain(t *testing.T) {
-	device := filepath.Join(t.TempDir(), "dev.dat")
+	dir, err := os.MkdirTemp("", "cfs-dp") // short: the socket path must fit 107 bytes
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	device := filepath.Join(dir, "dev.dat")
 	p := startDataplane(t, device)
 
 	const writers = 4
@@ -211,7 +219,9 @@ func TestProcessCrashAndDrain(t *testing.T) {
 
 	p = startDataplane(t, device)
 	verify(p.addr, acks)
-
+	if !strings.Contains(p.startLog, "replacing the stale socket "+p.sock) {
+		t.Errorf("the restart after SIGKILL did not replace the stale control socket:\n%s", p.startLog)
+	}
 	// Drain under load.
 	stop2 := make(chan struct{})
 	loaded2 := make(chan struct{})
@@ -231,6 +241,9 @@ func TestProcessCrashAndDrain(t *testing.T) {
 	if !strings.Contains(p.stderr.String(), "chunk store closed cleanly") {
 		t.Errorf("no clean close in the log:\n%s", p.stderr)
 	}
+	if _, err := os.Lstat(p.sock); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("control socket after SIGTERM: %v, want it removed", err)
+	}
 	t.Logf("%d writes acknowledged before SIGTERM", total)
 
 	p = startDataplane(t, device)
@@ -241,6 +254,24 @@ func TestProcessCrashAndDrain(t *testing.T) {
 	if err != nil || !strings.Contains(string(out), `"jobs"`) {
 		t.Errorf("cfs bench run --target dataplane: %v\n%s", err, out)
 	}
+	// The control process's side: raise the epoch over the sidecar
+	// channel, after which a write under the old epoch is refused (last:
+	// the loads above write under epoch 0).
+	sc := sidecar.NewClient(p.sock, sidecar.ClientOptions{})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if h, err := sc.Health(ctx); err != nil || !h.StoreOpen || h.LiveChunks == 0 {
+		t.Fatalf("health of the restarted dataplane: %+v, %v", h, err)
+	}
+	if e, err := sc.SetEpoch(ctx, 1); err != nil || e != 1 {
+		t.Fatalf("epoch.set 1: %d, %v", e, err)
+	}
+	cl := NewClient(p.addr, netio.ClientOptions{})
+	err = cl.WriteShard(ctx, chunkstore.ID{Hi: 99}, 1, 0, []byte("fenced"))
+	wantCode(t, "write under epoch 0 after epoch.set 1", err, CodeStaleEpoch, ErrStaleEpoch, "older than the dataplane's epoch 1")
+	cl.Close()
+	sc.Close()
+
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -253,16 +284,27 @@ func TestProcessCrashAndDrain(t *testing.T) {
 	}
 }
 
+func writeFile(t *testing.T, text string) string {
+	p := filepath.Join(t.TempDir(), "dp.conf")
+	if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 // TestProcessUsage checks the command's refusals.
 func TestProcessUsage(t *testing.T) {
 	for _, c := range []struct {
 		args []string
 		want string
 	}{
-		{[]string{"dataplane", "--listen", "127.0.0.1:0", "--control-socket", "x"}, `required flag(s) "device" not set`},
+		{[]string{"dataplane", "--listen", "127.0.0.1:0", "--control-socket", "x"}, `missing --device (or nvme.device in --config)`},
+		{[]string{"dataplane", "--device", "x", "--listen", "127.0.0.1:0", "--control-socket", "x", "--queue-depth", "0"}, `bad value "0" for nvme.queue_depth: want an integer in 1..4096`},
+		{[]string{"dataplane", "--config", writeFile(t, "nvme.queue_dept = 4\n")}, `:1: unknown configuration key "nvme.queue_dept" (did you mean "nvme.queue_depth"?)`},
 		{[]string{"dataplane", "--device", filepath.Join(t.TempDir(), "absent"), "--listen", "127.0.0.1:0", "--control-socket", "x"}, "give --device-size"},
 		{[]string{"dataplane", "--device", "x", "--device-size", "12Q", "--listen", "127.0.0.1:0", "--control-socket", "x"}, "--device-size"},
 		{[]string{"dataplane", "--device", "x", "--ioengine", "spdk", "--listen", "127.0.0.1:0", "--control-socket", "x"}, "--ioengine"},
+		{[]string{"dataplane", "--device", "x", "--device-size", "64M", "--listen", "127.0.0.1:0", "--control-socket", "x", "--cpu-affinity", "1023"}, "CPU 1023 not available to this process"},
 	} {
 		out, err := exec.Command(cfsBin, c.args...).CombinedOutput()
 		var ee *exec.ExitError

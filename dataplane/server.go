@@ -27,6 +27,17 @@ type Config struct {
 	QueueDepth int
 	// Epoch is the initial placement epoch (see SetEpoch).
 	Epoch uint64
+	// OnConnThread, when set, is called on an event loop's own thread
+	// with a connection's id when that connection's first request is
+	// served (and, rarely, again for a connection seen long ago): the
+	// place to pin the loop's thread or note its id. It runs on the event
+	// loop, so it must not block; it is not called for later requests.
+	OnConnThread func(connID uint64)
+	// OnStoreError, when set, is called with each store failure answered
+	// to a client that is not the client's own doing (corruption, a full
+	// store, a device error; not "not found", a stale version or "busy").
+	// It may run on a partition's goroutine and must not block.
+	OnStoreError func(err error)
 }
 
 // Server serves the shard operations over netio on a chunk store. The
@@ -48,7 +59,15 @@ type Server struct {
 	busy    atomic.Uint64
 	started atomic.Bool
 	stopped atomic.Bool
+
+	onConn    func(uint64)
+	onErr     func(error)
+	connsSeen [connCacheSize]atomic.Uint64 // connection ids already passed to onConn, by id mod size
 }
+
+// connCacheSize is the number of connection ids Serve remembers having
+// passed to OnConnThread (a power of two).
+const connCacheSize = 1024
 
 // NewServer returns a server for store; Start it. The store stays the
 // caller's to close, after Stop.
@@ -59,7 +78,7 @@ func NewServer(store *chunkstore.Store, cfg Config) (*Server, error) {
 	if cfg.QueueDepth <= 0 {
 		cfg.QueueDepth = 4096
 	}
-	s := &Server{store: store, queue: make(chan *netio.Request, cfg.QueueDepth)}
+	s := &Server{store: store, queue: make(chan *netio.Request, cfg.QueueDepth), onConn: cfg.OnConnThread, onErr: cfg.OnStoreError}
 	s.epoch.Store(cfg.Epoch)
 	s.net = netio.NewServer(cfg.Net, s)
 	if err := s.net.Register(Ops...); err != nil {
@@ -103,8 +122,8 @@ func (s *Server) Epoch() uint64 { return s.epoch.Load() }
 // epochs only move forward) and returns the epoch now in force. Writes and
 // deletes carrying an older epoch are refused with CodeStaleEpoch from then
 // on; SetEpoch waits for those already admitted to finish, so on return
-// none of them can still land. It is how the control process's sidecar
-// channel will fence a dataplane after a placement change.
+// none of them can still land. It is how the control process fences a
+// dataplane after a placement change (the sidecar channel's epoch.set).
 func (s *Server) SetEpoch(e uint64) uint64 {
 	s.fence.Lock()
 	defer s.fence.Unlock()
@@ -141,6 +160,12 @@ func (s *Server) stopWorkers() {
 // blocks: the request goes to the worker queue or, when that is full, is
 // refused with CodeBusy.
 func (s *Server) Serve(req *netio.Request) {
+	if s.onConn != nil {
+		if seen := &s.connsSeen[req.ConnID&(connCacheSize-1)]; seen.Load() != req.ConnID {
+			seen.Store(req.ConnID)
+			s.onConn(req.ConnID)
+		}
+	}
 	// Reads and writes go straight from the event loop to the partition
 	// that owns the shard and are answered from its callback: no worker
 	// hop, so no extra thread wakeup per request. The rest (and anything
@@ -372,7 +397,14 @@ func (s *Server) storeErr(what string, id chunkstore.ID, version uint64, err err
 		}
 		return fmt.Errorf("%w: %s of shard %v at version %d refused: the store holds %s", chunkstore.ErrStaleVersion, what, id, version, held)
 	}
-	return fmt.Errorf("%s shard %v: %w", what, id, err)
+	err = fmt.Errorf("%s shard %v: %w", what, id, err)
+	if s.onErr != nil {
+		switch codeOf(err) {
+		case CodeCorrupt, CodeNoSpace, CodeStoreError:
+			s.onErr(err)
+		}
+	}
+	return err
 }
 
 // Reply buffers come from size classes of 2^k + bufSlack bytes (so a read

@@ -8,15 +8,14 @@ import (
 	"log"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
-	"time"
+	"text/tabwriter"
 
-	"github.com/claudefs/claudefs/bench"
 	"github.com/claudefs/claudefs/dataplane"
-	"github.com/claudefs/claudefs/netio"
-	"github.com/claudefs/claudefs/nvme/chunkstore"
-	"github.com/claudefs/claudefs/nvme/ioengine"
+	"github.com/claudefs/claudefs/dataplane/dpconfig"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
 const dataplaneLong = `dataplane runs a node's shard service: it opens the chunk store on --device
@@ -25,123 +24,175 @@ deletes, stats and listings on --listen with ClaudeFS's framed binary
 protocol (package dataplane documents the wire format).
 
 When --device does not exist, a file of --device-size bytes is laid out there
-first; without --device-size a missing device is an error. Sizes take fio's
+first; without --device-size a missing device is an error. Sizes take binary
 units (512M, 2G, 4096).
 
-On SIGTERM or SIGINT it stops accepting requests, waits up to --drain-timeout
-for the requests in flight to be answered, closes the chunk store cleanly
-(writing a final checkpoint so the next start replays nothing) and exits 0.
+Configuration: every setting is a key (below). --config PATH reads keys from a
+file, one "key = value" per line, '#' starting a comment line, a value
+optionally in Go double quotes; an unknown key, a repeated key or a bad value
+is an error naming the line and the key. Flags override the file. Each key's
+flag is listed with it.
 
-The sidecar channel to the control process (placement epochs, membership) is
-not supported yet: --control-socket is accepted and reserved for it, and no
-socket is created. Until then the placement epoch stays 0 and every
-request's epoch is current.`
+The sidecar channel: the dataplane serves its node's control process on the
+Unix socket --control-socket (mode 0600; a socket left by a killed dataplane
+is replaced; a live dataplane's is refused; removed on exit). Over it the
+control process reads and sets keys (live keys apply at once, the others
+answer restart_required and change nothing), raises the placement epoch
+(writes carrying an older epoch are then refused), and reads health and
+per-core stats. Package dataplane/sidecar documents the protocol and is the
+Go client.
+
+CPU pinning: with cpu.affinity set, I/O core i and event loop i each get
+their own thread, pinned to the i-th CPU of the list (round robin); the log
+shows the placement. Without it nothing is pinned, and the log says so.
+
+On SIGTERM or SIGINT it stops accepting requests, waits up to
+data.drain_timeout for the requests in flight to be answered, closes the
+chunk store cleanly (writing a final checkpoint so the next start replays
+nothing), removes the control socket and exits 0.`
 
 const dataplaneExample = `  # serve a 2 GiB file device on port 7420 (laid out on first start)
   cfs dataplane --device /var/lib/cfs/dev0.dat --device-size 2G --listen 127.0.0.1:7420 --control-socket /run/cfs/dp0.sock
 
-  # a block device, 2 event loops, 64 store workers, pread instead of io_uring
-  cfs dataplane --device /dev/nvme0n1 --listen 0.0.0.0:7420 --control-socket /run/cfs/dp0.sock --event-loops 2 --workers 64 --ioengine pread
+  # a block device, pinned to CPUs 0-3, 2 event loops, pread instead of io_uring
+  cfs dataplane --device /dev/nvme0n1 --listen 0.0.0.0:7420 --control-socket /run/cfs/dp0.sock --cpu-affinity 0-3 --event-loops 2 --ioengine pread
+
+  # everything from a file, with one flag overriding it
+  cfs dataplane --config /etc/cfs/dataplane.conf --queue-depth 64
 
   # measure it
   cfs bench run --target dataplane:127.0.0.1:7420 --rw=randread --bs=4k --iodepth=32 --size=512M --runtime=5 --time_based`
 
-type dataplaneFlags struct {
-	device       string
-	deviceSize   string
-	listen       string
-	controlSock  string
-	eventLoops   int
-	workers      int
-	queueDepth   int
-	ioengine     string
-	drainTimeout time.Duration
+// keysHelp is the table of configuration keys for --help.
+func keysHelp() string {
+	var b strings.Builder
+	b.WriteString("Configuration keys (flag; default; valid values; live = applies at once over the\nsidecar channel, restart = takes a restart):\n\n")
+	tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
+	for _, k := range dpconfig.Keys() {
+		when := "restart"
+		if k.Live {
+			when = "live"
+		}
+		def := k.Default
+		if def == "" {
+			def = "(required)"
+		}
+		fmt.Fprintf(tw, "  %s\t--%s\t%s\t%s\n", k.Name, k.Flag, def, when)
+		fmt.Fprintf(tw, "    \t%s\n", k.Help)
+		fmt.Fprintf(tw, "    \tvalues: %s\n", k.Range)
+	}
+	tw.Flush()
+	return b.String()
 }
 
 func newDataplaneCmd(stderr io.Writer) *cobra.Command {
-	var f dataplaneFlags
+	var configPath string
 	cmd := &cobra.Command{
-		Use:                   "dataplane --device PATH [--device-size SIZE] --listen HOST:PORT --control-socket PATH [flags]",
+		Use:                   "dataplane --device PATH [--device-size SIZE] --listen HOST:PORT --control-socket PATH [--config FILE] [flags]",
 		DisableFlagsInUseLine: true,
 		Short:                 "Serve a chunk store's shards over the network (a node's data plane)",
-		Long:                  dataplaneLong,
+		Long:                  dataplaneLong + "\n\n" + keysHelp(),
 		Example:               dataplaneExample,
 		Args:                  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runDataplane(&f, stderr)
+			cfg, err := dataplaneConfig(cmd.Flags(), configPath)
+			if err != nil {
+				return err
+			}
+			return runDataplane(cfg, stderr)
 		},
 	}
 	fs := cmd.Flags()
-	fs.StringVar(&f.device, "device", "", "file or block device holding the chunk store (required)")
-	fs.StringVar(&f.deviceSize, "device-size", "", "size of the file laid out when --device does not exist, e.g. 2G")
-	fs.StringVar(&f.listen, "listen", "", "TCP address to serve on, HOST:PORT (port 0 picks a free one; the log says which) (required)")
-	fs.StringVar(&f.controlSock, "control-socket", "", "path of the control process's sidecar channel (required; reserved: the channel is not supported yet and no socket is created)")
-	fs.IntVar(&f.eventLoops, "event-loops", 0, "network event loops (default: one per CPU)")
-	fs.IntVar(&f.workers, "workers", 0, "goroutines calling the chunk store, bounding store I/Os in flight (default: 32 per CPU)")
-	fs.IntVar(&f.queueDepth, "queue-depth", 0, "requests that may wait for a worker before new ones are refused as busy (default 4096)")
-	fs.StringVar(&f.ioengine, "ioengine", "auto", "I/O engine: auto, io_uring or pread")
-	fs.DurationVar(&f.drainTimeout, "drain-timeout", 10*time.Second, "on SIGTERM/SIGINT, how long to wait for requests in flight")
-	for _, name := range []string{"device", "listen", "control-socket"} {
-		_ = cmd.MarkFlagRequired(name)
+	fs.StringVar(&configPath, "config", "", "configuration file of key = value lines (keys below); flags override it")
+	for _, k := range dpconfig.Keys() {
+		def := k.Default
+		if def == "" {
+			def = "required"
+		}
+		f := fs.VarPF(&keyFlag{key: k.Name}, k.Flag, "", fmt.Sprintf("%s (%s; default %s; %s)", k.Help, k.Name, def, liveWord(k.Live)))
+		f.DefValue = ""
+		if k.Range == "true or false" {
+			f.NoOptDefVal = "true"
+		}
 	}
 	fs.SortFlags = false
 	return cmd
 }
 
-func runDataplane(f *dataplaneFlags, stderr io.Writer) error {
-	engine, err := ioengine.ParseKind(f.ioengine)
-	if err != nil {
-		return fmt.Errorf("--ioengine: %v", err)
+func liveWord(live bool) string {
+	if live {
+		return "live"
 	}
-	if f.eventLoops < 0 || f.workers < 0 || f.queueDepth < 0 {
-		return errors.New("--event-loops, --workers and --queue-depth must not be negative")
-	}
-	var createSize int64
-	if f.deviceSize != "" {
-		if createSize, err = bench.ParseSize(f.deviceSize); err != nil {
-			return fmt.Errorf("--device-size: %v", err)
-		}
-	}
-	if _, err := os.Stat(f.device); errors.Is(err, os.ErrNotExist) {
-		if createSize == 0 {
-			return fmt.Errorf("--device %s does not exist; give --device-size to lay out a file there", f.device)
-		}
-	} else {
-		createSize = 0 // an existing device keeps its size
-	}
-	logger := log.New(stderr, "cfs dataplane: ", log.LstdFlags|log.Lmicroseconds)
+	return "restart"
+}
 
+// keyFlag is a flag that sets a configuration key; its value is
+// validated by the key when the configuration is assembled.
+type keyFlag struct {
+	key   string
+	value string
+}
+
+func (f *keyFlag) String() string { return f.value }
+func (f *keyFlag) Type() string   { return "value" }
+func (f *keyFlag) Set(v string) error {
+	if _, err := dpconfig.Check(f.key, v); err != nil {
+		return err
+	}
+	f.value = v
+	return nil
+}
+
+// dataplaneConfig is the defaults, then the file, then the flags given.
+func dataplaneConfig(fs *pflag.FlagSet, path string) (dpconfig.Config, error) {
+	cfg := dpconfig.Default()
+	if path != "" {
+		if err := cfg.LoadFile(path); err != nil {
+			return cfg, fmt.Errorf("--config: %w", err)
+		}
+	}
+	for _, k := range dpconfig.Keys() {
+		f := fs.Lookup(k.Flag)
+		if f == nil || !f.Changed {
+			continue
+		}
+		if err := cfg.Set(k.Name, f.Value.String()); err != nil {
+			return cfg, fmt.Errorf("--%s: %w", k.Flag, err)
+		}
+	}
+	if err := cfg.Check(); err != nil {
+		return cfg, err
+	}
+	if _, err := os.Stat(cfg.Device); os.IsNotExist(err) && cfg.DeviceSize == 0 {
+		return cfg, fmt.Errorf("--device %s does not exist; give --device-size to lay out a file there", cfg.Device)
+	}
+	if _, err := dataplane.ResolveAffinity(cfg.Affinity); err != nil {
+		return cfg, fmt.Errorf("--cpu-affinity: %w", err)
+	}
+	return cfg, nil
+}
+
+func runDataplane(cfg dpconfig.Config, stderr io.Writer) error {
+	logger := log.New(stderr, "cfs dataplane: ", log.LstdFlags|log.Lmicroseconds)
 	// Failures from here on are runtime errors (exit status 1).
-	store, err := chunkstore.Open(f.device, chunkstore.Options{CreateSize: createSize, Engine: engine, Logf: logger.Printf})
+	node, err := dataplane.StartNode(cfg, logger.Printf)
 	if err != nil {
-		return &runtimeError{fmt.Errorf("opening the chunk store: %w", err)}
-	}
-	srv, err := dataplane.NewServer(store, dataplane.Config{
-		Net:        netio.ServerOptions{Addr: f.listen, EventLoops: f.eventLoops},
-		Workers:    f.workers,
-		QueueDepth: f.queueDepth,
-	})
-	if err == nil {
-		err = srv.Start()
-	}
-	if err != nil {
-		store.Close()
-		return &runtimeError{fmt.Errorf("serving on %s: %w", f.listen, err)}
+		return &runtimeError{err}
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	logger.Printf("listening on %s (device %s, %d partitions, placement epoch %d; control socket %s reserved: sidecar channel not supported yet)",
-		srv.Addr(), f.device, store.Partitions(), srv.Epoch(), f.controlSock)
+	logger.Printf("listening on %s (device %s, %d I/O cores, placement epoch %d, queue depth %d per core; control socket %s)",
+		node.Addr(), cfg.Device, node.Store().Partitions(), node.Server().Epoch(), cfg.QueueDepth, cfg.ControlSocket)
 	<-ctx.Done()
 	stop() // a second signal kills
-	logger.Printf("stopping: draining requests in flight (up to %v)", f.drainTimeout)
-	dctx, cancel := context.WithTimeout(context.Background(), f.drainTimeout)
+	drain := node.Config().DrainTimeout
+	logger.Printf("stopping: draining requests in flight (up to %v)", drain)
+	dctx, cancel := context.WithTimeout(context.Background(), drain)
 	defer cancel()
-	if err := srv.Stop(dctx); err != nil {
-		logger.Printf("drain incomplete after %v: %v (%d requests unanswered)", f.drainTimeout, err, srv.InFlight())
-	}
-	if err := store.Close(); err != nil {
-		return &runtimeError{fmt.Errorf("closing the chunk store: %w", err)}
+	// A drain cut short by the timeout is logged by Stop and still ends
+	// in a clean close; a failed close is a failure.
+	if err := node.Stop(dctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		return &runtimeError{err}
 	}
 	logger.Printf("stopped: chunk store closed cleanly")
 	return nil

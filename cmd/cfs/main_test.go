@@ -3,9 +3,12 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/claudefs/claudefs/dataplane/dpconfig"
 )
 
 func runCfs(args ...string) (code int, stdout, stderr string) {
@@ -79,5 +82,33 @@ func TestBenchJSON(t *testing.T) {
 	}
 	if !strings.Contains(stderr, "laying out") {
 		t.Errorf("stderr lacks the layout progress: %q", stderr)
+	}
+}
+
+// TestDataplaneHelp: the help documents every flag and every configuration
+// key with its range and whether it applies live.
+func TestDataplaneHelp(t *testing.T) {
+	code, out, _ := runCfs("dataplane", "--help")
+	if code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	for _, k := range dpconfig.Keys() {
+		when := "restart"
+		if k.Live {
+			when = "live"
+		}
+		for _, want := range []string{k.Name, "--" + k.Flag + " value", k.Range, fmt.Sprintf("(%s; default", k.Name), when} {
+			if !strings.Contains(out, want) {
+				t.Errorf("help lacks %q (key %s)", want, k.Name)
+			}
+		}
+	}
+	for _, want := range []string{"--config string", "key = value", "restart_required", "0600", "no pinning"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("help lacks %q", want)
+		}
+	}
+	if strings.Contains(out, "not supported yet") {
+		t.Errorf("help still says something is not supported yet:\n%s", out)
 	}
 }

@@ -24,6 +24,12 @@
 // mismatch is an error (IsCorrupt), never wrong bytes. Summaries and
 // checkpoints carry checksums salted with the store's UUID.
 //
+// Admission and per-core figures (corestats.go): SetQueueLimit bounds the
+// data requests a partition holds at once (more get ErrQueueFull at once);
+// PartitionStats reports each partition's counters, current queue depth and
+// latency histograms; Options.OnPartitionThread lets the caller pin or
+// identify each partition's thread.
+//
 // Recovery (recovery.go) rebuilds the index from the newest valid checkpoint
 // plus the batches after it. Cleaning (cleaner.go) moves live records out of
 // mostly-dead segments; checkpoints (checkpoint.go) bound replay and let

@@ -54,7 +54,8 @@ type request struct {
 	n       int    // get: bytes read; list: limit
 	info    Info
 	list    []Info
-	stats   Stats
+	core    *CoreStats // opStats: where the partition's figures go
+	t0      int64      // data requests: when the partition accepted it (ns since Open)
 	err     error
 	done    chan struct{}
 	next    *request // FIFO link while waiting inside the partition
@@ -238,6 +239,14 @@ type partition struct {
 	closing *request
 	abandon bool // closing without a final checkpoint
 	stats   Stats
+
+	// Data requests accepted and not answered (send adds, finish takes),
+	// refused at the queue limit, and (partition goroutine only) failed,
+	// and the latency histograms (see CoreStats).
+	queued            atomic.Int32
+	refused           atomic.Uint64
+	failed            uint64
+	readLat, writeLat Histogram
 }
 
 func newPartition(s *Store, idx int) *partition {
@@ -278,12 +287,21 @@ func (p *partition) send(r *request, block bool) error {
 		return ErrClosed
 	}
 	write := r.isWrite() // r belongs to the partition once sent
+	if r.isData() {
+		if err := p.admit(); err != nil {
+			return err
+		}
+		r.t0 = int64(time.Since(p.s.t0))
+	}
 	if block {
 		p.inbox <- r
 	} else {
 		select {
 		case p.inbox <- r:
 		default:
+			if r.isData() {
+				p.queued.Add(-1)
+			}
 			return ErrBusy
 		}
 	}
@@ -306,6 +324,9 @@ func (p *partition) call(r *request) error {
 // partition's goroutine), its channel otherwise.
 func (p *partition) finish(r *request, err error) {
 	r.err = err
+	if r.isData() {
+		p.account(r, err)
+	}
 	switch {
 	case r.onPut != nil:
 		f := r.onPut
@@ -334,6 +355,9 @@ func (p *partition) run(ready chan<- error) {
 		if err := unix.SchedSetaffinity(0, &set); err != nil {
 			p.logf("chunkstore: partition %d: pinning to CPU %d failed: %v (running unpinned)", p.idx, cpus[p.idx%len(cpus)], err)
 		}
+	}
+	if f := p.s.opts.OnPartitionThread; f != nil {
+		f(p.idx)
 	}
 	if err := p.setup(); err != nil {
 		p.teardown()
@@ -575,7 +599,7 @@ func (p *partition) handle(r *request) {
 		r.list = p.list(r.id, r.n, r.list[:0])
 		p.finish(r, nil)
 	case opStats:
-		r.stats = p.snapshotStats()
+		p.coreStats(r.core)
 		p.finish(r, nil)
 	case opCheckpoint:
 		p.ckpt.waiters.push(r)

@@ -1,8 +1,10 @@
 package chunkstore
 
 import (
+	"errors"
 	"fmt"
 	"sync"
+	"time"
 )
 
 // Stats are a store's counters (since Open) and gauges, summed over its
@@ -58,18 +60,20 @@ func (p *partition) snapshotStats() Stats {
 	return st
 }
 
-// Stats returns the store's counters.
+// Stats returns the store's counters, summed over its partitions
+// (PartitionStats has each one's).
 func (s *Store) Stats() (Stats, error) {
 	var total Stats
+	var cs CoreStats
 	for _, p := range s.parts {
 		r := getReq(opStats, ID{})
+		r.core = &cs
 		err := p.call(r)
-		st := r.stats
 		putReq(r)
 		if err != nil {
 			return total, err
 		}
-		total.add(&st)
+		total.add(&cs.Stats)
 	}
 	return total, nil
 }
@@ -121,6 +125,10 @@ func (s *Store) Scrub() (ScrubReport, error) {
 				buf := make([]byte, MaxChunkSize)
 				for in := range work {
 					n, _, err := s.Get(in.ID, 0, buf[:in.Length])
+					for errors.Is(err, ErrQueueFull) { // yield to foreground traffic
+						time.Sleep(time.Millisecond)
+						n, _, err = s.Get(in.ID, 0, buf[:in.Length])
+					}
 					mu.Lock()
 					switch {
 					case err == nil:

@@ -139,6 +139,12 @@ type Options struct {
 	CheckpointEvery int64
 	// CPUs, when non-empty, pins partition i's thread to CPUs[i%len(CPUs)].
 	CPUs []int
+	// OnPartitionThread, when set, is called once by each partition's
+	// goroutine, on its own locked OS thread (after any CPUs pinning,
+	// before its ring is created), with the partition's index: the place
+	// to pin that thread (unix.SchedSetaffinity(0, ...)) or note its id
+	// (unix.Gettid). It must return promptly; Open waits for it.
+	OnPartitionThread func(partition int)
 	// Logf receives notable events (engine choice, recovery figures).
 	Logf func(format string, args ...any)
 }
@@ -196,6 +202,11 @@ type Store struct {
 	recovery []recovered
 	// nextSeq is the last segment sequence number handed out.
 	nextSeq atomic.Uint64
+	// t0 is when Open started: requests' t0 are nanoseconds since then
+	// (monotonic clock).
+	t0 time.Time
+	// queueLimit is SetQueueLimit's n.
+	queueLimit atomic.Int32
 
 	closeOnce sync.Once
 	closeErr  error
@@ -215,7 +226,7 @@ func Open(path string, opts Options) (*Store, error) {
 		dev.Close()
 		return nil, fmt.Errorf("chunkstore: device %s has %d-byte blocks; the store needs a block size that divides %d", path, dev.BlockSize(), BlockSize)
 	}
-	s := &Store{dev: dev, opts: opts}
+	s := &Store{dev: dev, opts: opts, t0: time.Now()}
 	if err := s.loadOrFormat(); err != nil {
 		dev.Close()
 		return nil, err

@@ -6,12 +6,7 @@
 //
 // # Layers
 //
-//   - State: the node's state Pebble (OpenState). Keys:
-//
-//     0x10 | group u32 BE | user key  -> user value (the group's data)
-//     0x11 | group u32 BE | 'a'       -> applied index, u64 BE
-//     0x11 | group u32 BE | 'r'       -> present while a restore runs
-//
+//   - State: the node's state Pebble (OpenState), keys as below.
 //   - FSM: a raft.BatchingFSM for one group. It hands each committed
 //     command to an Applier together with a Writer scoped to the group,
 //     then commits the Writer's batch with the applied index in it.
@@ -19,6 +14,12 @@
 //     writes plus a result for the proposer) and Query (read-only answers
 //     for remote linearizable reads). KV is one; the cluster group and the
 //     metadata shards are others, on the same FSM.
+//
+// Keys in State:
+//
+//	0x10 | group u32 BE | user key  -> user value (the group's data)
+//	0x11 | group u32 BE | 'a'       -> applied index, u64 BE
+//	0x11 | group u32 BE | 'r'       -> present while a restore runs
 //
 // # Invariants
 //

@@ -18,6 +18,10 @@ var (
 	ErrClosed = errors.New("raftmux: closed")
 	// ErrTimeout: an RPC's deadline passed before its answer came.
 	ErrTimeout = errors.New("raftmux: rpc deadline exceeded")
+	// ErrUnreachable wraps failures that happened before the request left
+	// this node (no connection, send queue full): the far end never saw it,
+	// so even a non-idempotent request may be retried.
+	ErrUnreachable = errors.New("raftmux: request not sent")
 )
 
 // RemoteError is an error the far end answered instead of a response.

@@ -66,9 +66,9 @@ func (n *node) close() {
 func raftConfig(id string) *raft.Config {
 	c := raft.DefaultConfig()
 	c.LocalID = raft.ServerID(id)
-	c.HeartbeatTimeout = 300 * time.Millisecond
-	c.ElectionTimeout = 300 * time.Millisecond
-	c.LeaderLeaseTimeout = 150 * time.Millisecond
+	c.HeartbeatTimeout = 500 * time.Millisecond
+	c.ElectionTimeout = 500 * time.Millisecond
+	c.LeaderLeaseTimeout = 400 * time.Millisecond
 	c.CommitTimeout = 20 * time.Millisecond
 	c.NoSnapshotRestoreOnStart = true
 	c.Logger = hclog.New(&hclog.LoggerOptions{Level: hclog.Error, Output: testWriter{}})
@@ -133,15 +133,24 @@ func leaderOf(t *testing.T, group uint32, nodes []*node, within time.Duration) *
 	return nil
 }
 
-func put(t *testing.T, r *raft.Raft, key, value string) {
+// put applies an idempotent put through group's leader, finding it again
+// if leadership moves (the tests share two cores with others).
+func put(t *testing.T, nodes []*node, group uint32, key, value string) {
 	t.Helper()
 	cmd, err := kvsm.EncodeCommand(kvsm.Put([]byte(key), []byte(value)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := r.Apply(cmd, 5*time.Second)
-	if err := f.Error(); err != nil {
-		t.Fatal(err)
+	var f raft.ApplyFuture
+	for attempt := 0; ; attempt++ {
+		f = leaderOf(t, group, nodes, 10*time.Second).rafts[group].Apply(cmd, 5*time.Second)
+		err := f.Error()
+		if err == nil {
+			break
+		}
+		if attempt == 20 || !(errors.Is(err, raft.ErrLeadershipLost) || errors.Is(err, raft.ErrNotLeader)) {
+			t.Fatal(err)
+		}
 	}
 	res, err := kvsm.DecodeResult(f.Response().([]byte))
 	if err != nil || !res.OK {
@@ -183,9 +192,8 @@ func TestGroupsReplicateOverMux(t *testing.T) {
 		}
 	}
 	for g := uint32(0); g < groups; g++ {
-		l := leaderOf(t, g, nodes, 10*time.Second)
 		for i := 0; i < 20; i++ {
-			put(t, l.rafts[g], fmt.Sprintf("k%d", i), fmt.Sprintf("g%d-v%d", g, i))
+			put(t, nodes, g, fmt.Sprintf("k%d", i), fmt.Sprintf("g%d-v%d", g, i))
 		}
 	}
 	for g := uint32(0); g < groups; g++ {
@@ -223,11 +231,11 @@ func TestInstallSnapshotStreams(t *testing.T) {
 	}
 	nodes[0].start(0, conf("n1"), servers(nodes...))
 	nodes[1].start(0, conf("n2"), nil)
-	l := leaderOf(t, 0, nodes[:2], 10*time.Second)
 	big := strings.Repeat("v", 2000)
 	for i := 0; i < 200; i++ {
-		put(t, l.rafts[0], fmt.Sprintf("k%03d", i), fmt.Sprintf("%s%d", big, i))
+		put(t, nodes[:2], 0, fmt.Sprintf("k%03d", i), fmt.Sprintf("%s%d", big, i))
 	}
+	l := leaderOf(t, 0, nodes[:2], 10*time.Second)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		first, _ := mustLogs(t, l).FirstIndex()
@@ -241,7 +249,12 @@ func TestInstallSnapshotStreams(t *testing.T) {
 	}
 	nodes[2].start(0, conf("n3"), nil)
 	waitValue(t, nodes[2], 0, "k199", "199", 15*time.Second)
-	s := l.mux.Stats()
+	var s raftmux.Stats
+	for _, n := range nodes[:2] {
+		st := n.mux.Stats()
+		s.SnapshotsSent += st.SnapshotsSent
+		s.SnapshotBytesSent += st.SnapshotBytesSent
+	}
 	if s.SnapshotsSent == 0 || s.SnapshotBytesSent < 4<<10*10 {
 		t.Fatalf("stats %+v: want a snapshot of many chunks", s)
 	}

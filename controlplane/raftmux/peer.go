@@ -65,7 +65,7 @@ func (p *peer) conn(lane byte, deadline time.Time) (*outConn, error) {
 		case <-w.done:
 			return w.conn, w.err
 		case <-t.C:
-			return nil, fmt.Errorf("%w: waiting for a connection to %s", ErrTimeout, p.addr)
+			return nil, fmt.Errorf("%w: %w: waiting for a connection to %s", ErrUnreachable, ErrTimeout, p.addr)
 		}
 	}
 	if err := p.failErr[lane]; err != nil && time.Since(p.failedAt[lane]) < p.m.cfg.DialBackoff {
@@ -77,6 +77,9 @@ func (p *peer) conn(lane byte, deadline time.Time) (*outConn, error) {
 	p.mu.Unlock()
 
 	c, err := p.m.dialOut(p.addr, lane)
+	if err != nil {
+		err = fmt.Errorf("%w: %w", ErrUnreachable, err)
+	}
 
 	p.mu.Lock()
 	p.dialing[lane] = nil
@@ -254,9 +257,9 @@ func (oc *outConn) send(frame []byte, deadline time.Time) error {
 	case oc.sendq <- frame:
 		return nil
 	case <-oc.done:
-		return fmt.Errorf("raftmux: connection to %s closed", oc.addr)
+		return fmt.Errorf("%w: connection to %s closed", ErrUnreachable, oc.addr)
 	case <-t.C:
-		return fmt.Errorf("%w: send queue to %s full", ErrTimeout, oc.addr)
+		return fmt.Errorf("%w: %w: send queue to %s full", ErrUnreachable, ErrTimeout, oc.addr)
 	}
 }
 
@@ -377,7 +380,7 @@ func (m *Mux) exchange(target string, lane byte, group uint32, rpc byte, body []
 	id := m.nextID.Add(1)
 	ch, err := oc.register(id)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, fmt.Errorf("%w: %w", ErrUnreachable, err)
 	}
 	item := reqItem{id: id, group: group, rpc: rpc, body: body}
 	if heartbeat {

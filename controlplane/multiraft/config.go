@@ -11,12 +11,18 @@ import (
 //
 // The timeout defaults are chosen for a node running 257 groups (256
 // metadata shards and the cluster group) on a small machine: idle cost
-// under 10% of one core per node, and a dead leader replaced in about
-// 2-4 s. Raft heartbeats every HeartbeatTimeout/10 (randomized up to
-// twice that) per follower, and sends a commit-index update every
-// CommitTimeout (randomized likewise) per follower; raftmux coalesces both
-// per peer node, so the cost is the goroutine wake-ups plus one frame per
-// HeartbeatWindow per peer. docs/benchmarks.md has the measurements.
+// under 10% of one core per node, and a dead leader replaced within about
+// 3 s. The arithmetic: raft heartbeats every HeartbeatTimeout/10
+// (randomized up to twice that) per follower, so a node leading 86 groups
+// sends ~1150 heartbeats a second; it sends a commit-index update every
+// CommitTimeout per follower (~115/s at 2 s), and checks each lease every
+// LeaderLeaseTimeout. raftmux holds heartbeats up to HeartbeatWindow so
+// that those bound for one node leave in one frame (~20 per frame at
+// 50 ms): the cost left is mostly the Go runtime waking raft's goroutines.
+// A follower notices a dead leader after 1-3 heartbeat timeouts, and the
+// two survivors of a group refuse each other's (pre-)votes until both
+// have noticed, so failover takes up to ~3 × HeartbeatTimeout.
+// docs/benchmarks.md has the measurements.
 type Config struct {
 	// NodeID is this node's raft ServerID in every group. Required.
 	NodeID string
@@ -39,13 +45,17 @@ type Config struct {
 	// over. Default 1 s (at least HeartbeatTimeout).
 	ElectionTimeout time.Duration
 	// CommitTimeout: how often an idle leader tells followers its commit
-	// index. Default 500 ms.
+	// index (followers only need it to apply; a client's commit does not
+	// wait for it). Default 2 s.
 	CommitTimeout time.Duration
 	// LeaderLeaseTimeout: a leader that has not heard from a quorum for
-	// this long steps down. Default 500 ms (at most HeartbeatTimeout).
+	// this long steps down; raft checks it that often per group. Default
+	// 1 s (at most HeartbeatTimeout).
 	LeaderLeaseTimeout time.Duration
 	// HeartbeatWindow: how long a heartbeat waits for others to the same
-	// node to share its frame (raftmux). Default 10 ms.
+	// node to share its frame (raftmux). Reads do not wait for it (they
+	// expedite their heartbeat round). Default 50 ms, at most
+	// HeartbeatTimeout/10.
 	HeartbeatWindow time.Duration
 
 	// SnapshotThreshold: log entries since the last snapshot that trigger
@@ -95,9 +105,9 @@ func (c *Config) setDefaults() error {
 	}
 	dur(&c.HeartbeatTimeout, time.Second)
 	dur(&c.ElectionTimeout, time.Second)
-	dur(&c.CommitTimeout, 500*time.Millisecond)
-	dur(&c.LeaderLeaseTimeout, 500*time.Millisecond)
-	dur(&c.HeartbeatWindow, 10*time.Millisecond)
+	dur(&c.CommitTimeout, 2*time.Second)
+	dur(&c.LeaderLeaseTimeout, time.Second)
+	dur(&c.HeartbeatWindow, 50*time.Millisecond)
 	dur(&c.SnapshotInterval, 2*time.Minute)
 	dur(&c.OpTimeout, 10*time.Second)
 	if c.SnapshotThreshold == 0 {

@@ -197,7 +197,10 @@ func (g *Group) Read(ctx context.Context, fn func(r kvsm.Reader) error) error {
 			}
 			g.barrierMu.Unlock()
 		}
-		if err := wait(ctx, g.raft.VerifyLeader()); err != nil {
+		release := g.trans.Expedite() // the verify round should not wait for HeartbeatWindow
+		err := wait(ctx, g.raft.VerifyLeader())
+		release()
+		if err != nil {
 			return g.mapErr(err, false)
 		}
 		if g.raft.CurrentTerm() != term || g.barrierTerm.Load() != term {

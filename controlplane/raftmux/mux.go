@@ -48,8 +48,8 @@ type Config struct {
 
 	// HeartbeatWindow is how long a heartbeat (an AppendEntries without
 	// entries) may wait for heartbeats of other groups to the same peer, to
-	// leave as one frame. Default 10 ms; negative: no waiting (still
-	// combined with whatever is queued).
+	// leave as one frame, unless its group is expedited
+	// ((*Transport).Expedite). Default 50 ms; negative: no waiting.
 	HeartbeatWindow time.Duration
 	// MaxHeartbeatBatch bounds the heartbeats in one frame. Default 1024.
 	MaxHeartbeatBatch int
@@ -107,7 +107,7 @@ func (c *Config) setDefaults() error {
 			*v = d
 		}
 	}
-	dur(&c.HeartbeatWindow, 10*time.Millisecond)
+	dur(&c.HeartbeatWindow, 50*time.Millisecond)
 	dur(&c.DialTimeout, time.Second)
 	dur(&c.DialBackoff, 250*time.Millisecond)
 	dur(&c.ControlTimeout, 2*time.Second)

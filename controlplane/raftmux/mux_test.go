@@ -444,3 +444,38 @@ func TestCall(t *testing.T) {
 		t.Fatalf("call with a 200 ms deadline took %v", d)
 	}
 }
+
+// Heartbeats wait for HeartbeatWindow to share a frame, except while their
+// group is expedited (a linearizable read is waiting on them).
+func TestExpediteSkipsWindow(t *testing.T) {
+	cfg := raftmux.Config{HeartbeatWindow: 400 * time.Millisecond}
+	a := newNode(t, "a", cfg)
+	b := newNode(t, "b", cfg)
+	trA, _ := a.mux.Group(1)
+	trB, _ := b.mux.Group(1)
+	stop := make(chan struct{})
+	defer close(stop)
+	go serveAppends(trB, stop)
+	hb := func() time.Duration {
+		t0 := time.Now()
+		var resp raft.AppendEntriesResponse
+		req := &raft.AppendEntriesRequest{Term: 1, RPCHeader: raft.RPCHeader{Addr: []byte(a.mux.Addr())}}
+		if err := trA.AppendEntries("b", raft.ServerAddress(b.mux.Addr()), req, &resp); err != nil || !resp.Success {
+			t.Fatalf("heartbeat: %v %+v", err, resp)
+		}
+		return time.Since(t0)
+	}
+	hb() // connect
+	if d := hb(); d < 300*time.Millisecond {
+		t.Fatalf("a heartbeat left after %v, before the 400 ms window", d)
+	}
+	release := trA.Expedite()
+	if d := hb(); d > 200*time.Millisecond {
+		t.Fatalf("an expedited heartbeat took %v", d)
+	}
+	release()
+	release() // idempotent
+	if d := hb(); d < 300*time.Millisecond {
+		t.Fatalf("after release a heartbeat left after %v", d)
+	}
+}

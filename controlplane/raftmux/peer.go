@@ -361,14 +361,22 @@ func (oc *outConn) readLoop() {
 // response is to be decoded with the returned remote names.
 func (m *Mux) roundTrip(target string, lane byte, group uint32, rpc byte, body []byte, timeout time.Duration, cancel <-chan struct{}) ([]byte, *peerNames, error) {
 	deadline := time.Now().Add(timeout)
-	res, remote, err := m.exchange(target, lane, group, rpc, body, deadline, false, cancel)
+	res, remote, err := m.exchange(target, lane, group, rpc, body, deadline, notHeartbeat, cancel)
 	if err != nil {
 		m.stats.rpcErrors.Add(1)
 	}
 	return res, remote, err
 }
 
-func (m *Mux) exchange(target string, lane byte, group uint32, rpc byte, body []byte, deadline time.Time, heartbeat bool, cancel <-chan struct{}) ([]byte, *peerNames, error) {
+// How exchange sends a request: alone at once, or as a heartbeat that
+// waits for the window (or flushes the waiting ones at once).
+const (
+	notHeartbeat = iota
+	hbWindow
+	hbNow
+)
+
+func (m *Mux) exchange(target string, lane byte, group uint32, rpc byte, body []byte, deadline time.Time, heartbeat int, cancel <-chan struct{}) ([]byte, *peerNames, error) {
 	p, err := m.peer(target)
 	if err != nil {
 		return nil, nil, err
@@ -383,8 +391,8 @@ func (m *Mux) exchange(target string, lane byte, group uint32, rpc byte, body []
 		return nil, nil, fmt.Errorf("%w: %w", ErrUnreachable, err)
 	}
 	item := reqItem{id: id, group: group, rpc: rpc, body: body}
-	if heartbeat {
-		oc.queueHeartbeat(item)
+	if heartbeat != notHeartbeat {
+		oc.queueHeartbeat(item, heartbeat == hbNow)
 	} else {
 		f, start := beginFrame(make([]byte, 0, len(body)+32), kindRequests)
 		f = finishFrame(appendRequests(f, []reqItem{item}), start)
@@ -415,8 +423,9 @@ func (m *Mux) exchange(target string, lane byte, group uint32, rpc byte, body []
 }
 
 // queueHeartbeat adds a heartbeat to the batch waiting for the window;
-// the first one arms the timer, a full batch leaves at once.
-func (oc *outConn) queueHeartbeat(it reqItem) {
+// the first one arms the timer; a full batch, or an urgent heartbeat,
+// makes the batch leave at once.
+func (oc *outConn) queueHeartbeat(it reqItem, urgent bool) {
 	oc.mu.Lock()
 	if oc.err != nil {
 		oc.mu.Unlock()
@@ -425,7 +434,7 @@ func (oc *outConn) queueHeartbeat(it reqItem) {
 	oc.hbItems = append(oc.hbItems, it)
 	n := len(oc.hbItems)
 	window := oc.m.cfg.HeartbeatWindow
-	full := n >= oc.m.cfg.MaxHeartbeatBatch
+	full := n >= oc.m.cfg.MaxHeartbeatBatch || urgent
 	if n == 1 && !full && window > 0 {
 		if oc.hbTimer == nil {
 			oc.hbTimer = time.AfterFunc(window, oc.flushHeartbeats)

@@ -18,6 +18,9 @@ type Transport struct {
 	id    uint32
 	inbox chan raft.RPC
 	hb    atomic.Pointer[func(raft.RPC)]
+	// urgent counts callers waiting on this group's heartbeats (see
+	// Expedite); while it is above zero they skip HeartbeatWindow.
+	urgent atomic.Int32
 
 	once   sync.Once
 	closed chan struct{}
@@ -61,7 +64,11 @@ func (t *Transport) AppendEntries(_ raft.ServerID, target raft.ServerAddress, ar
 		err    error
 	)
 	if len(args.Entries) == 0 {
-		out, remote, err = m.exchange(string(target), laneControl, t.id, rpcAppendEntries, body, time.Now().Add(m.cfg.ControlTimeout), true, nil)
+		hb := hbWindow
+		if t.urgent.Load() > 0 {
+			hb = hbNow
+		}
+		out, remote, err = m.exchange(string(target), laneControl, t.id, rpcAppendEntries, body, time.Now().Add(m.cfg.ControlTimeout), hb, nil)
 		if err != nil {
 			m.stats.rpcErrors.Add(1)
 		}
@@ -72,6 +79,17 @@ func (t *Transport) AppendEntries(_ raft.ServerID, target raft.ServerAddress, ar
 		return err
 	}
 	return decodeAppendEntriesResponse(out, remote, resp)
+}
+
+// Expedite makes this group's heartbeats leave without waiting for
+// HeartbeatWindow until release is called (and flushes whatever other
+// heartbeats are waiting to the same peers with them). Linearizable reads
+// use it around raft's VerifyLeader, whose answer is one heartbeat round:
+// idle heartbeats can wait to share a frame, a read should not.
+func (t *Transport) Expedite() (release func()) {
+	t.urgent.Add(1)
+	var once sync.Once
+	return func() { once.Do(func() { t.urgent.Add(-1) }) }
 }
 
 // RequestVote sends a vote request on the control connection.

@@ -27,6 +27,7 @@ test: tools
 	$(GO) vet $(PKGS)
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
 	$(GO) test -count=1 -race -timeout $(TEST_TIMEOUT) ./nvme/... ./netio/... ./dataplane/...
+	$(GO) test -count=1 -race -short -timeout $(TEST_TIMEOUT) ./controlplane/...
 	CFS_IOENGINE=pread $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./nvme/chunkstore/
 
 # fuzz runs each fuzz target for FUZZTIME (the seed corpora already run in `make test`).
@@ -42,6 +43,13 @@ fuzz:
 	$(GO) test -run XXX -fuzz FuzzClientResponse -fuzztime $(FUZZTIME) ./dataplane/sidecar/
 	$(GO) test -run XXX -fuzz FuzzSet -fuzztime $(FUZZTIME) ./dataplane/dpconfig/
 	$(GO) test -run XXX -fuzz FuzzLoad -fuzztime $(FUZZTIME) ./dataplane/dpconfig/
+	$(GO) test -run XXX -fuzz FuzzDecodeFrame -fuzztime $(FUZZTIME) ./controlplane/raftmux/
+	$(GO) test -run XXX -fuzz FuzzDecodeRPC -fuzztime $(FUZZTIME) ./controlplane/raftmux/
+	$(GO) test -run XXX -fuzz FuzzDecodeCommand -fuzztime $(FUZZTIME) ./controlplane/kvsm/
+	$(GO) test -run XXX -fuzz FuzzDecodeResult -fuzztime $(FUZZTIME) ./controlplane/kvsm/
+	$(GO) test -run XXX -fuzz FuzzDecodeAnswers -fuzztime $(FUZZTIME) ./controlplane/kvsm/
+	$(GO) test -run XXX -fuzz FuzzApplyAndQuery -fuzztime $(FUZZTIME) ./controlplane/kvsm/
+	$(GO) test -run XXX -fuzz FuzzSnapshotStream -fuzztime $(FUZZTIME) ./controlplane/kvsm/
 
 # bench: side-by-side figures against fio on the same file (docs/benchmarks.md).
 bench: build tools

@@ -131,7 +131,7 @@ func testLinearizable(t *testing.T, c *cluster, runFor time.Duration) {
 			rng := rand.New(rand.NewPCG(uint64(cl), 7))
 			last := map[string]string{} // this client's last seen value per key, for CAS
 			for seq := 0; ctx.Err() == nil; seq++ {
-				in := kvInput{Group: uint32(1 + rng.IntN(2)), Key: fmt.Sprintf("k%d", rng.IntN(3))}
+				in := kvInput{Group: uint32(1 + rng.IntN(2)), Key: fmt.Sprintf("k%d", rng.IntN(8))}
 				lk := fmt.Sprintf("%d/%s", in.Group, in.Key)
 				switch r := rng.IntN(10); {
 				case r < 5:
@@ -148,9 +148,10 @@ func testLinearizable(t *testing.T, c *cluster, runFor time.Duration) {
 				ocancel()
 				ret := time.Since(start).Nanoseconds()
 				if err != nil {
-					if in.Op == "get" {
+					if in.Op == "get" || notApplied(err) {
 						failedReads.Store(seq*clients+cl, true)
-						continue // a failed read has no effect
+						time.Sleep(20 * time.Millisecond) // the node is failing over: do not spin
+						continue // a failed read, or a write refused before it was proposed, has no effect
 					}
 					// The write may have committed before the failure: outcome unknown.
 					unknownOps.Store(seq*clients+cl, true)
@@ -205,7 +206,7 @@ func testLinearizable(t *testing.T, c *cluster, runFor time.Duration) {
 		m.Range(func(_, _ any) bool { n++; return true })
 		return n
 	}
-	t.Logf("%d faults; %d operations completed, %d writes with unknown outcome, %d failed reads", faults, count(&okOps), count(&unknownOps), count(&failedReads))
+	t.Logf("%d faults; %d operations completed, %d writes with unknown outcome, %d failed without effect", faults, count(&okOps), count(&unknownOps), count(&failedReads))
 	if faults < 3 {
 		t.Fatalf("only %d faults injected", faults)
 	}
@@ -238,12 +239,27 @@ func leaderControlPid(c *cluster, g uint32) (int, string) {
 	return 0, ""
 }
 
+// notApplied reports whether err proves the operation had no effect: the node answered
+// that it was not (or no longer) the leader or not ready before proposing it, or the
+// connection was refused so nothing was sent.
+func notApplied(err error) bool {
+	var apiErr *node.APIError
+	if errors.As(err, &apiErr) {
+		switch apiErr.Code {
+		case "not_leader", "no_leader", "starting":
+			return true
+		}
+		return false
+	}
+	return errors.Is(err, syscall.ECONNREFUSED)
+}
+
 // isTransient reports whether err is what a client sees while leaders fail over.
 func isTransient(err error) bool {
 	var apiErr *node.APIError
 	if errors.As(err, &apiErr) {
 		switch apiErr.Code {
-		case "not_leader", "no_leader", "unavailable":
+		case "not_leader", "no_leader", "unavailable", "starting":
 			return true
 		}
 		return false

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"syscall"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -8,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -112,21 +114,7 @@ func (n *Node) toLeader(w http.ResponseWriter, r *http.Request, g *multiraft.Gro
 		n.fail(w, http.StatusServiceUnavailable, "no_leader", fmt.Errorf("the leader %s of group %d has no known client address", id, g.ID()), "retry")
 		return true
 	}
-	b, _ := json.Marshal(body)
-	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, r.Method, "http://"+addr+r.URL.RequestURI(), bytes.NewReader(b))
-	req.Header.Set(forwardedHeader, n.cfg.ID)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := n.client.HTTP.Do(req)
-	if err != nil {
-		n.fail(w, http.StatusBadGateway, "unavailable", fmt.Errorf("forwarding to the leader %s at %s: %w", id, addr, err), "retry")
-		return true
-	}
-	defer resp.Body.Close()
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(resp.StatusCode)
-	_, _ = io.Copy(w, io.LimitReader(resp.Body, MaxResponseBytes))
+	n.forward(w, r, addr, id, body)
 	return true
 }
 
@@ -231,7 +219,7 @@ func (n *Node) handleKV(w http.ResponseWriter, r *http.Request) {
 	}
 	g := n.group(uint32(gid))
 	if g == nil {
-		n.fail(w, http.StatusNotFound, "bad_request", fmt.Errorf("shard %d has no replica on %s", gid, n.cfg.ID), "ask a node that holds it; cfs dev status lists the nodes")
+		n.noShardHere(w, r, uint32(gid), &req)
 		return
 	}
 	if n.toLeader(w, r, g, &req, nil) {
@@ -298,4 +286,58 @@ func (n *Node) handleKV(w http.ResponseWriter, r *http.Request) {
 	resp.OK = res.OK
 	resp.Found = len(res.Existed) > 0 && res.Existed[0]
 	n.writeJSON(w, http.StatusOK, resp)
+}
+
+// noShardHere answers a request for a shard this node does not run: "starting" when the
+// shard is placed here but its group is not up yet, else forwarded to a node holding it.
+func (n *Node) noShardHere(w http.ResponseWriter, r *http.Request, gid uint32, body any) {
+	st, err := n.localState()
+	if err != nil {
+		n.fail(w, http.StatusInternalServerError, "internal", err, "")
+		return
+	}
+	replicas, ok := st.ShardMap[gid]
+	switch {
+	case !ok:
+		n.fail(w, http.StatusNotFound, "bad_request", fmt.Errorf("no metadata shard %d (the cluster has %d)", gid, len(st.ShardMap)), "")
+		return
+	case slices.Contains(replicas, n.cfg.ID):
+		n.fail(w, http.StatusServiceUnavailable, "starting", fmt.Errorf("shard %d is still starting on %s", gid, n.cfg.ID), "retry in a second")
+		return
+	case r.Header.Get(forwardedHeader) != "":
+		n.fail(w, http.StatusServiceUnavailable, "not_leader", fmt.Errorf("shard %d has no replica on %s", gid, n.cfg.ID), "retry")
+		return
+	}
+	for _, id := range replicas {
+		if m := st.Nodes[id]; m != nil && m.State == cluster.Healthy {
+			n.forward(w, r, m.ClientAddr, id, body)
+			return
+		}
+	}
+	n.fail(w, http.StatusServiceUnavailable, "unavailable", fmt.Errorf("no healthy node holds shard %d", gid), "retry")
+}
+
+// forward sends r (with body) once to the client API at addr (node id) and relays the answer.
+// A transport failure after the request may have been sent leaves its outcome unknown:
+// it is answered "unavailable", never "not_leader".
+func (n *Node) forward(w http.ResponseWriter, r *http.Request, addr, id string, body any) {
+	b, _ := json.Marshal(body)
+	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, r.Method, "http://"+addr+r.URL.RequestURI(), bytes.NewReader(b))
+	req.Header.Set(forwardedHeader, n.cfg.ID)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := n.client.HTTP.Do(req)
+	if errors.Is(err, syscall.ECONNREFUSED) { // never sent: nothing happened
+		n.fail(w, http.StatusServiceUnavailable, "not_leader", fmt.Errorf("%s at %s refused the connection: %w", id, addr, err), "it is down or restarting; retry")
+		return
+	}
+	if err != nil {
+		n.fail(w, http.StatusBadGateway, "unavailable", fmt.Errorf("forwarding to %s at %s: %w", id, addr, err), "retry")
+		return
+	}
+	defer resp.Body.Close()
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(resp.StatusCode)
+	_, _ = io.Copy(w, io.LimitReader(resp.Body, MaxResponseBytes))
 }

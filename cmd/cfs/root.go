@@ -49,6 +49,7 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 	root.SetErr(stderr)
 	root.AddCommand(newBenchCmd(stdout, stderr), newVersionCmd(stdout))
 	root.AddCommand(newDataplaneCmd(stderr))
+	root.AddCommand(newControlCmd(stderr), newServerCmd(stdout, stderr), newDevCmd(stdout, stderr), newAdminCmd(stdout))
 	return root
 }
 

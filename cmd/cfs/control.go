@@ -1,0 +1,42 @@
+package main
+
+import (
+	"context"
+	"io"
+	"log"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/claudefs/claudefs/controlplane/node"
+	"github.com/spf13/cobra"
+)
+
+func newControlCmd(stderr io.Writer) *cobra.Command {
+	var dir string
+	cmd := &cobra.Command{
+		Use:   "control [--dir DIR]",
+		Short: "Run a node's control process (Raft groups, membership, client API)",
+		Long: `control runs the control process of the node in DIR (DIR/node.json, made by
+'cfs server bootstrap' or 'cfs server join'): the cluster group and the
+metadata shards this node holds replicas of, all over one multiplexed Raft
+transport; the SWIM failure detector; the client API. 'cfs server run'
+starts it beside the node's dataplane; run it alone only to debug.
+
+On SIGTERM it leaves gossip (peers see it gone at once), hands its Raft
+leaderships to peers where it can, closes its stores and exits 0.`,
+		Example: `  cfs control --dir /var/lib/cfs`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			logger := log.New(stderr, "cfs control: ", log.LstdFlags|log.Lmicroseconds)
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			if err := node.Run(ctx, dir, logger.Printf); err != nil {
+				return &runtimeError{err}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&dir, "dir", "/var/lib/cfs", "node directory")
+	return cmd
+}

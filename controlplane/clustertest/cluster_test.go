@@ -1,0 +1,133 @@
+package clustertest
+
+import (
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestClusterOf256Shards brings up the runbook's shape (3 nodes, 256 metadata shards),
+// checks every group has a leader and every node holds a replica of every group, then
+// exercises join tokens and the death of a node.
+func TestClusterOf256Shards(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a 3-node cluster of real processes")
+	}
+	c := devUp(t, 3, 256)
+	s := c.status()
+	if s.Groups.Total != 257 || s.Groups.WithLeader != 257 {
+		t.Fatalf("groups: %d with a leader of %d, want 257 of 257", s.Groups.WithLeader, s.Groups.Total)
+	}
+	if len(s.Nodes) != 3 {
+		t.Fatalf("%d nodes", len(s.Nodes))
+	}
+	leading := 0
+	for _, n := range s.Nodes {
+		if n.State != "HEALTHY" || n.Dataplane.Pid == 0 || n.Control.Pid == 0 {
+			t.Fatalf("node %s: state %s, dataplane pid %d, control pid %d", n.ID, n.State, n.Dataplane.Pid, n.Control.Pid)
+		}
+		ns, err := nodeStatus(n.Control.Addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// 3 replicas on 3 nodes: every node holds every group.
+		if ns.Groups.Total != 257 {
+			t.Fatalf("%s hosts %d groups, want 257", n.ID, ns.Groups.Total)
+		}
+		leading += ns.Groups.Leading
+		t.Logf("%s leads %d groups", n.ID, ns.Groups.Leading)
+	}
+	if leading != 257 {
+		t.Fatalf("%d leaderships over the nodes, want 257 (one per group)", leading)
+	}
+
+	t.Run("tokens", func(t *testing.T) { testTokens(t, c) })
+	t.Run("node down", func(t *testing.T) { testNodeDown(t, c) })
+}
+
+func testTokens(t *testing.T, c *cluster) {
+	seed := c.status().Nodes[0].Control.Addr
+	// A token past its life is refused, saying so.
+	out, err := cfs(t, "admin", "cluster-token", "--node-type", "storage", "--endpoint", seed, "--ttl", "1s")
+	if err != nil {
+		t.Fatalf("cluster-token: %v\n%s", err, out)
+	}
+	short := strings.TrimSpace(out)
+	time.Sleep(1500 * time.Millisecond)
+	out, err = cfs(t, "server", "join", "--init-only", "--token", short, "--seed", seed, "--dir", filepath.Join(t.TempDir(), "late"), "--raft-port", "0", "--gossip-port", "0", "--client-port", "0", "--data-port", "0")
+	if err == nil || !strings.Contains(out, "expired") {
+		t.Fatalf("join with an expired token: err %v, output:\n%s", err, out)
+	}
+	// A good token admits one node, once.
+	tok, err := cfs(t, "admin", "cluster-token", "--node-type", "storage", "--endpoint", seed)
+	if err != nil {
+		t.Fatalf("cluster-token: %v\n%s", err, tok)
+	}
+	tok = strings.TrimSpace(tok)
+	join := func(name string) (string, error) {
+		return cfs(t, "server", "join", "--init-only", "--token", tok, "--seed", seed, "--dir", filepath.Join(t.TempDir(), name), "--raft-port", "0", "--gossip-port", "0", "--client-port", "0", "--data-port", "0")
+	}
+	if out, err := join("first"); err != nil || !strings.Contains(out, "node-4 joined") {
+		t.Fatalf("join with a fresh token: %v\n%s", err, out)
+	}
+	out, err = join("second")
+	if err == nil || !strings.Contains(out, "already used by node-4") {
+		t.Fatalf("join with a used token: err %v, output:\n%s", err, out)
+	}
+	out, err = cfs(t, "server", "join", "--init-only", "--token", "cfsjoin-bogus", "--seed", seed, "--dir", filepath.Join(t.TempDir(), "bogus"))
+	if err == nil || !strings.Contains(out, "not known") {
+		t.Fatalf("join with an unknown token: err %v, output:\n%s", err, out)
+	}
+}
+
+// testNodeDown SIGKILLs every process of one node and checks the others record it DOWN
+// within 5 s and elect new leaders for its groups; then restarts it.
+func testNodeDown(t *testing.T, c *cluster) {
+	s := c.status()
+	victim := s.Nodes[2]
+	other := s.Nodes[0].Control.Addr
+	killNode(t, 3, victim.SupervisorPid, victim.Control.Pid, victim.Dataplane.Pid)
+	killed := time.Now()
+	took := waitFor(t, 5*time.Second, victim.ID+" recorded DOWN", func() bool {
+		ns, err := nodeStatus(other)
+		if err != nil {
+			return false
+		}
+		for _, n := range ns.Nodes {
+			if n.ID == victim.ID {
+				return n.State == "DOWN"
+			}
+		}
+		return false
+	})
+	t.Logf("%s recorded DOWN %v after SIGKILL", victim.ID, took)
+	waitFor(t, 15*time.Second, "every group led by a live node", func() bool {
+		led := map[uint32]bool{}
+		for _, n := range s.Nodes[:2] {
+			ns, err := nodeStatus(n.Control.Addr)
+			if err != nil {
+				return false
+			}
+			for _, g := range ns.GroupList {
+				if g.State == "Leader" {
+					led[g.ID] = true
+				}
+			}
+		}
+		return len(led) == 257
+	})
+	t.Logf("all 257 groups led by the two live nodes %v after SIGKILL", time.Since(killed).Round(time.Millisecond))
+	if out, err := cfs(t, "dev", "up", "--dir", c.dir, "--wait", "90s"); err != nil {
+		t.Fatalf("restarting the node with cfs dev up: %v\n%s", err, out)
+	}
+	s = c.status()
+	for _, n := range s.Nodes {
+		if n.State != "HEALTHY" {
+			t.Fatalf("after restart %s is %s", n.ID, n.State)
+		}
+	}
+	if s.Groups.WithLeader != 257 {
+		t.Fatalf("after restart %d of 257 groups have a leader", s.Groups.WithLeader)
+	}
+}

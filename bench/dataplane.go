@@ -26,6 +26,7 @@ type dataplaneTarget struct {
 	addr    string
 	chunks  int64
 	version atomic.Uint64 // versions handed to writes; start above any earlier run's
+	epoch   atomic.Uint64 // the dataplane's placement epoch, as last learnt
 	logf    func(string, ...any)
 }
 
@@ -55,10 +56,12 @@ func openDataplane(addr string, spec *Spec, env *Env) (Target, error) {
 	t.version.Store(uint64(time.Now().UnixNano()))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := c.Stats(ctx); err != nil {
+	st, err := c.Stats(ctx)
+	if err != nil {
 		c.Close()
 		return nil, fmt.Errorf("dataplane %s: %w", addr, err)
 	}
+	t.epoch.Store(st.Epoch) // write at the dataplane's placement epoch, as a cluster client would
 	if spec.Mode.Reads() {
 		if err := populateChunks(t, "dataplane:"+addr, t.chunks, spec.BlockSize, env); err != nil {
 			c.Close()
@@ -69,11 +72,17 @@ func openDataplane(addr string, spec *Spec, env *Env) (Target, error) {
 }
 
 // write stores one shard at a fresh version, retrying when a concurrent
-// write of the same shard committed a higher version first, or the
-// dataplane was busy.
+// write of the same shard committed a higher version first, the dataplane
+// was busy, or its placement epoch moved on (it is asked for the new one).
 func (t *dataplaneTarget) write(ctx context.Context, id chunkstore.ID, buf []byte) error {
 	for try := 0; ; try++ {
-		err := t.client.WriteShard(ctx, id, t.version.Add(1), 0, buf)
+		err := t.client.WriteShard(ctx, id, t.version.Add(1), t.epoch.Load(), buf)
+		if errors.Is(err, dataplane.ErrStaleEpoch) && try < 8 {
+			if st, serr := t.client.Stats(ctx); serr == nil {
+				t.epoch.Store(st.Epoch)
+			}
+			continue
+		}
 		if err == nil || try == 8 || !(errors.Is(err, chunkstore.ErrStaleVersion) || errors.Is(err, dataplane.ErrBusy)) {
 			return err
 		}

@@ -137,11 +137,11 @@ func (c *Client) ListShards(ctx context.Context, from chunkstore.ID, limit int) 
 	return decodeListResp(resp, limit)
 }
 
-// Stats returns the dataplane's chunk store counters.
-func (c *Client) Stats(ctx context.Context) (chunkstore.Stats, error) {
+// Stats returns the dataplane's chunk store counters and placement epoch.
+func (c *Client) Stats(ctx context.Context) (Stats, error) {
 	resp, err := c.call(ctx, OpStats, nil, nil, true)
 	if err != nil {
-		return chunkstore.Stats{}, err
+		return Stats{}, err
 	}
 	return decodeStatsResp(resp)
 }

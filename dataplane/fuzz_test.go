@@ -21,7 +21,7 @@ func FuzzDecodeRequest(f *testing.F) {
 	f.Add(uint8(OpListShards), appendListReq(nil, listReq{From: id, Limit: 10}))
 	f.Add(uint8(OpListShards), appendListReq(nil, listReq{From: id, Limit: 0}))
 	f.Add(uint8(OpStats), []byte{})
-	f.Add(uint8(OpStats), appendStatsResp(nil, chunkstore.Stats{Puts: 1}))
+	f.Add(uint8(OpStats), appendStatsResp(nil, Stats{Stats: chunkstore.Stats{Puts: 1}, Epoch: 3}))
 	f.Add(uint8(OpListShards), appendListResp(nil, []chunkstore.Info{{ID: id, Version: 1, Length: 2}}))
 	f.Add(uint8(OpStatShard), appendStatResp(nil, chunkstore.Info{Version: 9, Length: 10}))
 	f.Fuzz(func(t *testing.T, op uint8, p []byte) {

@@ -283,15 +283,24 @@ func decodeListResp(p []byte, limit int) ([]chunkstore.Info, error) {
 	return page, nil
 }
 
-// statsFields lists the Stats reply's fields in wire order. Append only.
-func statsFields(s *chunkstore.Stats) []*uint64 {
+// Stats is the Stats reply: the chunk store's counters and the dataplane's placement
+// epoch (writers that are not told the epoch by a cluster map, such as the benchmark,
+// learn it here).
+type Stats struct {
+	chunkstore.Stats
+	Epoch uint64
+}
+
+// statsFields lists the Stats reply's fields in wire order. Append only: a reply with
+// fewer fields (an older dataplane) leaves the missing ones zero.
+func statsFields(s *Stats) []*uint64 {
 	return []*uint64{&s.Puts, &s.Gets, &s.Deletes, &s.BytesWritten, &s.BytesRead, &s.Batches,
 		&s.BatchRecords, &s.BatchBytes, &s.Checkpoints, &s.SegmentsCleaned, &s.Relocated,
 		&s.CorruptReads, &s.WriteErrors, &s.LiveChunks, &s.LiveBytes, &s.Segments,
-		&s.FreeSegments, &s.SegmentSize}
+		&s.FreeSegments, &s.SegmentSize, &s.Epoch}
 }
 
-func appendStatsResp(dst []byte, st chunkstore.Stats) []byte {
+func appendStatsResp(dst []byte, st Stats) []byte {
 	f := statsFields(&st)
 	dst = le.AppendUint16(dst, uint16(len(f)))
 	for _, v := range f {
@@ -300,8 +309,8 @@ func appendStatsResp(dst []byte, st chunkstore.Stats) []byte {
 	return dst
 }
 
-func decodeStatsResp(p []byte) (chunkstore.Stats, error) {
-	var st chunkstore.Stats
+func decodeStatsResp(p []byte) (Stats, error) {
+	var st Stats
 	if len(p) < 2 {
 		return st, fmt.Errorf("dataplane: stats reply of %d bytes, want at least 2", len(p))
 	}

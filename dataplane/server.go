@@ -383,7 +383,7 @@ func (s *Server) stats(req *netio.Request) error {
 	if err != nil {
 		return fmt.Errorf("stats: %w", err)
 	}
-	return req.Reply(appendStatsResp(nil, st), nil)
+	return req.Reply(appendStatsResp(nil, Stats{Stats: st, Epoch: s.epoch.Load()}), nil)
 }
 
 // storeErr words a store error for the error reply; a stale version names

@@ -205,6 +205,9 @@ func TestErrorMapping(t *testing.T) {
 	if got := s.SetEpoch(6); got != 7 || s.Epoch() != 7 {
 		t.Errorf("SetEpoch(6) = %d, Epoch %d; epochs only move forward", got, s.Epoch())
 	}
+	if st, err := cl.Stats(ctx); err != nil || st.Epoch != 7 {
+		t.Fatalf("Stats after SetEpoch(7): epoch %d, %v", st.Epoch, err)
+	}
 	err = cl.DeleteShard(ctx, id, 11, 5)
 	wantCode(t, "delete under an old epoch", err, CodeStaleEpoch, ErrStaleEpoch, "epoch 5, older than the dataplane's epoch 7")
 	// The fenced operations changed nothing; reads are not fenced.

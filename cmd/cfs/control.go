@@ -31,7 +31,8 @@ leaderships to peers where it can, closes its stores and exits 0.`,
 			logger := log.New(stderr, "cfs control: ", log.LstdFlags|log.Lmicroseconds)
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			if err := node.Run(ctx, dir, logger.Printf); err != nil {
+			// Hundreds of Raft groups each log their retries while a peer is down.
+			if err := node.Run(ctx, dir, node.RateLimited(logger.Printf, 20, 200)); err != nil {
 				return &runtimeError{err}
 			}
 			return nil

@@ -316,6 +316,7 @@ func (n *Node) shardLoop(ctx context.Context) {
 		if err := n.startShards(); err != nil && ctx.Err() == nil {
 			n.logf("starting shards: %v", err)
 		}
+		n.balanceLeaders(ctx)
 		select {
 		case <-ctx.Done():
 			return
@@ -434,5 +435,43 @@ func barrier(ctx context.Context, g *multiraft.Group) error {
 		return err
 	case <-ctx.Done():
 		return ctx.Err()
+	}
+}
+
+// Leader balancing: a leader costs more than a follower (it drives the heartbeats), so each
+// shard's leadership goes back to its preferred replica (the first of its placement,
+// spread evenly by placement.Replicas) once that node has been HEALTHY for a while.
+const (
+	leaderSettle     = 10 * time.Second // a node must be HEALTHY this long to get leaderships back
+	transfersPerTick = 8                // leadership transfers started per shardLoop tick
+)
+
+func (n *Node) balanceLeaders(ctx context.Context) {
+	st, err := n.localState()
+	if err != nil || len(st.ShardMap) == 0 {
+		return
+	}
+	alive := n.gossip.Alive()
+	started := 0
+	for g, replicas := range st.ShardMap {
+		if started == transfersPerTick {
+			return
+		}
+		pref := replicas[0]
+		grp := n.group(g)
+		if pref == n.cfg.ID || grp == nil || !isLeader(grp) {
+			continue
+		}
+		m := st.Nodes[pref]
+		if _, up := alive[pref]; !up || m == nil || m.State != cluster.Healthy || time.Since(m.Since) < leaderSettle {
+			continue
+		}
+		started++
+		tctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		err := grp.LeadershipTransfer(tctx, pref, m.RaftAddr)
+		cancel()
+		if err != nil && ctx.Err() == nil {
+			n.logf("handing shard %d's leadership to %s: %v", g, pref, err)
+		}
 	}
 }

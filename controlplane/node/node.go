@@ -442,8 +442,8 @@ func barrier(ctx context.Context, g *multiraft.Group) error {
 // shard's leadership goes back to its preferred replica (the first of its placement,
 // spread evenly by placement.Replicas) once that node has been HEALTHY for a while.
 const (
-	leaderSettle     = 10 * time.Second // a node must be HEALTHY this long to get leaderships back
-	transfersPerTick = 8                // leadership transfers started per shardLoop tick
+	leaderSettle     = 3 * time.Second // a node must be HEALTHY this long to get leaderships back
+	transfersPerTick = 32              // leadership transfers started per shardLoop tick
 )
 
 func (n *Node) balanceLeaders(ctx context.Context) {

@@ -33,14 +33,14 @@ leaderships to peers where it can, closes its stores and exits 0.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			logger := log.New(stderr, "cfs control: ", log.LstdFlags|log.Lmicroseconds)
 			if procs < 1 || procs > 256 {
-				return fmt.Errorf("--gomaxprocs %d: want 1..256", procs)
-			}
-			// $GOMAXPROCS, when set, wins, as everywhere in Go.
-			if os.Getenv("GOMAXPROCS") == "" {
-				runtime.GOMAXPROCS(procs)
+				return fmt.Errorf("--max-procs %d: want 1..256", procs)
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			// $GOMAXPROCS, when set, wins, as everywhere in Go.
+			if os.Getenv("GOMAXPROCS") == "" {
+				go node.AdaptProcs(ctx, procs, logger.Printf)
+			}
 			// Hundreds of Raft groups each log their retries while a peer is down.
 			if err := node.Run(ctx, dir, node.RateLimited(logger.Printf, 20, 200)); err != nil {
 				return &runtimeError{err}
@@ -49,6 +49,6 @@ leaderships to peers where it can, closes its stores and exits 0.`,
 		},
 	}
 	cmd.Flags().StringVar(&dir, "dir", "/var/lib/cfs", "node directory")
-	cmd.Flags().IntVar(&procs, "gomaxprocs", 1, "OS threads running Go code at once. The control process is a low-rate sidecar: with one, the hundreds of Raft groups' timers wake no other thread, which halves its idle CPU (docs/benchmarks.md)")
+	cmd.Flags().IntVar(&procs, "max-procs", min(runtime.NumCPU(), 4), "most OS threads running Go code at once when busy; idle, the process runs on one, so the hundreds of Raft groups' timers wake no other thread (docs/benchmarks.md)")
 	return cmd
 }

@@ -47,7 +47,9 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 	root.CompletionOptions.DisableDefaultCmd = true
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.AddCommand(newBenchCmd(stdout, stderr), newVersionCmd(stdout))
+	bench := newBenchCmd(stdout, stderr)
+	bench.AddCommand(newBenchKVCmd(stdout, stderr))
+	root.AddCommand(bench, newVersionCmd(stdout))
 	root.AddCommand(newDataplaneCmd(stderr))
 	root.AddCommand(newControlCmd(stderr), newServerCmd(stdout, stderr), newDevCmd(stdout, stderr), newAdminCmd(stdout))
 	return root

@@ -151,7 +151,7 @@ func testLinearizable(t *testing.T, c *cluster, runFor time.Duration) {
 					if in.Op == "get" || notApplied(err) {
 						failedReads.Store(seq*clients+cl, true)
 						time.Sleep(20 * time.Millisecond) // the node is failing over: do not spin
-						continue // a failed read, or a write refused before it was proposed, has no effect
+						continue                          // a failed read, or a write refused before it was proposed, has no effect
 					}
 					// The write may have committed before the failure: outcome unknown.
 					unknownOps.Store(seq*clients+cl, true)

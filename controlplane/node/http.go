@@ -1,7 +1,6 @@
 package node
 
 import (
-	"syscall"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -13,6 +12,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/claudefs/claudefs/controlplane/cluster"

@@ -9,7 +9,7 @@ PKGS     := ./...
 # The crash test and the fuzz seed corpus run as part of `make test`.
 TEST_TIMEOUT ?= 15m
 
-.PHONY: all build test fuzz bench lint demo tools clean
+.PHONY: all build test fuzz bench lint demo demo-down tools clean
 
 all: build
 
@@ -61,13 +61,21 @@ lint:
 	@command -v staticcheck >/dev/null || $(GO) install honnef.co/go/tools/cmd/staticcheck@latest
 	$$($(GO) env GOPATH)/bin/staticcheck $(PKGS)
 
-# demo: until the cluster exists, the device and store benchmarks on a file
-# under the repo (./demo), side by side with fio.
+# demo: a 3-node cluster on loopback with file-backed devices under ./demo
+# (256 metadata shards), a short benchmark of one node's dataplane and of
+# replicated commits, then the cluster's status. It stays up: `make demo-down`.
 demo: build tools
 	@mkdir -p $(DEMO_DIR)
-	./$(BIN)/cfs bench run --target device:$(DEMO_DIR)/device.dat --rw=randread --bs=4k --iodepth=32 --size=512M --runtime=5 --time_based
-	./$(BIN)/cfs bench run --target store:$(DEMO_DIR)/store.dat --rw=randwrite --bs=4k --iodepth=32 --size=256M --runtime=5 --time_based
-	./$(BIN)/cfs bench run --target store:$(DEMO_DIR)/store.dat --rw=randread --bs=4k --iodepth=32 --size=256M --runtime=5 --time_based
+	./$(BIN)/cfs dev up --dir $(DEMO_DIR)/cluster --nodes 3 --shards 256 --device-size 1G
+	eval "$$(./$(BIN)/cfs dev env --dir $(DEMO_DIR)/cluster)" && \
+	  ./$(BIN)/cfs bench run --target dataplane:$${CFS_DATAPLANES%%,*} --rw=randread --bs=4k --iodepth=32 --size=256M --runtime=5 --time_based
+	./$(BIN)/cfs bench kv --dir $(DEMO_DIR)/cluster --clients 16 --runtime 5s
+	./$(BIN)/cfs dev status --dir $(DEMO_DIR)/cluster
+	@echo "the cluster keeps running; stop it with: make demo-down (or ./$(BIN)/cfs dev down --dir $(DEMO_DIR)/cluster)"
+
+demo-down:
+	./$(BIN)/cfs dev down --dir $(DEMO_DIR)/cluster
 
 clean:
+	-./$(BIN)/cfs dev down --dir $(DEMO_DIR)/cluster 2>/dev/null
 	rm -rf $(BIN) $(DEMO_DIR)

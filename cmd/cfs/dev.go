@@ -170,21 +170,24 @@ func devUp(dir string, nodes, shards int, deviceSize string, combining bool, wai
 	}
 	// Wait for every node HEALTHY and every group with a leader.
 	deadline := time.Now().Add(wait)
+	lastLine := ""
 	for {
 		st := devStatus(dir, dc)
 		ok := st.Groups.Total > 0 && st.Groups.WithLeader == st.Groups.Total && len(st.Nodes) == len(dc.Nodes)
 		for _, n := range st.Nodes {
 			ok = ok && n.State == cluster.Healthy
 		}
-		fmt.Fprintf(stderr, "\rwaiting: %d/%d nodes healthy, %d/%d groups with a leader   ", countHealthy(st), len(dc.Nodes), st.Groups.WithLeader, st.Groups.Total)
+		line := fmt.Sprintf("waiting: %d/%d nodes healthy, %d/%d groups with a leader", countHealthy(st), len(dc.Nodes), st.Groups.WithLeader, st.Groups.Total)
+		if line != lastLine {
+			fmt.Fprintln(stderr, line)
+			lastLine = line
+		}
 		if ok {
-			fmt.Fprintln(stderr)
 			printDevStatus(stdout, st)
 			fmt.Fprintf(stdout, "\nstop it with: cfs dev down --dir %s\n", dir)
 			return nil
 		}
 		if time.Now().After(deadline) {
-			fmt.Fprintln(stderr)
 			printDevStatus(stderr, st)
 			return &runtimeError{fmt.Errorf("the cluster was not healthy after %s; see the logs under %s (node*/control.log, node*/dataplane.log)", wait, dir)}
 		}
@@ -519,8 +522,11 @@ func zombie(pid int) bool {
 func newDevEnvCmd(stdout io.Writer) *cobra.Command {
 	var dir string
 	cmd := &cobra.Command{
-		Use:     "env [--dir DIR]",
-		Short:   "Print the export lines that point cfsctl at the local cluster",
+		Use:   "env [--dir DIR]",
+		Short: "Print the export lines that point cfs admin at the local cluster",
+		Long: `env prints shell export lines for the dev cluster in --dir: CFS_ENDPOINT (the
+nodes' client API addresses, read by 'cfs admin') and CFS_DATAPLANES (their
+dataplane addresses, for 'cfs bench run --target dataplane:ADDR').`,
 		Example: `  eval "$(cfs dev env --dir /tmp/cfs-dev)"`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -528,16 +534,18 @@ func newDevEnvCmd(stdout io.Writer) *cobra.Command {
 			if err != nil || len(dc.Nodes) == 0 {
 				return &runtimeError{fmt.Errorf("no dev cluster in %s: start one with `cfs dev up --dir %s`", dir, dir)}
 			}
-			var eps []string
+			var eps, dps []string
 			for _, n := range dc.Nodes {
 				if c, err := node.LoadConfig(filepath.Join(dir, n)); err == nil {
 					eps = append(eps, c.ClientAddr)
+					dps = append(dps, c.DataplaneAddr)
 				}
 			}
 			if len(eps) == 0 {
 				return &runtimeError{fmt.Errorf("no node config readable under %s", dir)}
 			}
 			fmt.Fprintf(stdout, "export CFS_ENDPOINT=%s\n", strings.Join(eps, ","))
+			fmt.Fprintf(stdout, "export CFS_DATAPLANES=%s\n", strings.Join(dps, ","))
 			return nil
 		},
 	}

@@ -60,7 +60,7 @@ func openDataplane(addr string, spec *Spec, env *Env) (Target, error) {
 		return nil, fmt.Errorf("dataplane %s: %w", addr, err)
 	}
 	if spec.Mode.Reads() {
-		if err := populateChunks(t, "dataplane:"+addr, t.chunks, spec.BlockSize, env); err != nil {
+		if err := populateChunks(t, "dataplane:"+addr, t.chunks, spec, env); err != nil {
 			c.Close()
 			return nil, err
 		}

@@ -88,6 +88,7 @@ var optionDefs = map[string]optionDef{
 	"filename":        {set: strOption(func(f *Flags) *string { return &f.Filename }, nil)},
 	"directory":       {set: strOption(func(f *Flags) *string { return &f.Directory }, nil)},
 	"group_reporting": {bool: true, set: boolOption(func(f *Flags) *bool { return &f.GroupReporting })},
+	"norandommap":     {bool: true, set: boolOption(func(f *Flags) *bool { return &f.NoRandomMap })},
 	"ioengine":        {set: strOption(func(f *Flags) *string { return &f.IOEngine }, nil)},
 	// Jobs always run one after another, so fio's stonewall changes
 	// nothing; it is taken so that fio job files written for sequential

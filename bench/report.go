@@ -201,6 +201,9 @@ func specMap(s *Spec) map[string]string {
 	if s.GroupReporting {
 		m["group_reporting"] = "1"
 	}
+	if s.NoRandomMap && s.Mode.Random() {
+		m["norandommap"] = "1"
+	}
 	return m
 }
 

@@ -195,6 +195,9 @@ func newJob(spec *Spec, st *runState, index int) *Job {
 	}
 	if spec.BSSplit != nil {
 		j.split = splitTable(spec.BSSplit)
+	} else if spec.Mode.Random() && !spec.NoRandomMap {
+		st := uint64(index) + 0x7a11
+		j.perm = newPermutation(j.blocks, splitmix64(&st))
 	}
 	if spec.Verify {
 		j.verify = newVerifier(int(j.align))

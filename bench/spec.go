@@ -124,6 +124,11 @@ type Spec struct {
 	// and checks reads against it (fio's verify=crc32c); a job that writes
 	// reads back what it wrote once it ends. A mismatch fails the run.
 	Verify bool
+	// NoRandomMap draws random offsets uniformly with replacement (fio's
+	// norandommap); by default a random job visits every block once per
+	// pass over the range, in a pseudo-random order, as fio's random map
+	// makes it. With a bssplit offsets are always drawn with replacement.
+	NoRandomMap bool
 	// GroupReporting reports the NumJobs jobs as one, summed (fio's
 	// group_reporting).
 	GroupReporting bool
@@ -196,6 +201,7 @@ type Flags struct {
 	Filename       string
 	Directory      string
 	GroupReporting bool
+	NoRandomMap    bool
 }
 
 // Register defines the flags on fs with fio's names and defaults.
@@ -222,6 +228,7 @@ func (f *Flags) Register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.Filename, "filename", "", "the file or device: the ARG of --target when --target is absent (device:) or only KIND:")
 	fs.StringVar(&f.Directory, "directory", "", "directory a relative --filename is in")
 	fs.BoolVar(&f.GroupReporting, "group_reporting", false, "report the --numjobs jobs as one, summed")
+	fs.BoolVar(&f.NoRandomMap, "norandommap", false, "draw random offsets with replacement; by default a random job visits every block once per pass, in a random order")
 	fs.StringVar(&f.OutputFormat, "output-format", "normal", "report format: normal or json (json goes alone to stdout)")
 	fs.BoolVar(&f.Progress, "progress", true, "print a progress line on stderr about once a second")
 }
@@ -247,6 +254,7 @@ func (f *Flags) Spec() (*Spec, error) {
 		TimeBased:      f.TimeBased,
 		EndFsync:       f.EndFsync,
 		GroupReporting: f.GroupReporting,
+		NoRandomMap:    f.NoRandomMap,
 		Progress:       f.Progress,
 	}
 	var err error

@@ -135,10 +135,13 @@ func (w *Worker) NextIO() (io IO, ok bool) {
 		s := w.seq
 		w.seq++
 		var block int64
-		if j.random {
+		switch {
+		case j.perm != nil:
+			block = j.perm.at(s)
+		case j.random:
 			hi, _ := bits.Mul64(w.rand(), uint64(j.blocks))
 			block = int64(hi)
-		} else {
+		default:
 			block = s % j.blocks
 		}
 		io.Off, io.Len = j.offset+block*j.bs, int(j.bs)
@@ -281,6 +284,7 @@ type Job struct {
 	limit      int64 // I/Os to issue in the measured phase; MaxInt64 when time based
 	limitBytes int64 // with a bssplit: bytes to issue in the measured phase; MaxInt64 when time based
 	split      *[100]int32
+	perm       *permutation // the order of a random job's blocks (nil: drawn with replacement)
 	mixed      bool
 	writes     bool
 	random     bool

@@ -69,21 +69,22 @@ profile (--profile), or the flags alone. A job file is fio's: [global] and
 job sections, key=value or bare keys (time_based), ';' and '#' comments, fio's
 units. It takes the options rw, rwmixread, bs, bssplit, iodepth, numjobs,
 size, offset, runtime, time_based, ramp_time, direct, fsync, fdatasync,
-end_fsync, verify (crc32c), filename, directory, group_reporting, name,
-ioengine and stonewall; any other option is an error naming it and its line.
-Flags given on the command line apply to every job, over the job file, as
-fio's do. Job sections run one after another (as if each had fio's
-stonewall), each its own reporting group; the report has one jobs[] entry per
-job, or per section with group_reporting.
+end_fsync, verify (crc32c), filename, directory, group_reporting,
+norandommap, name, ioengine and stonewall; any other option is an error
+naming it and its line. Flags given on the command line apply to every job,
+over the job file, as fio's do. Job sections run one after another (as if
+each had fio's stonewall), each its own reporting group; the report has one
+jobs[] entry per job, or per section with group_reporting.
 
 The target is --target KIND:ARG; a --target of only KIND: takes ARG from
 filename= (joined to directory=), and without --target filename= names a
 device: file. Without --time_based a job stops after moving --size bytes (or
 after --runtime, whichever comes first); with it, it runs for exactly
 --runtime, wrapping around the range. Sizes take fio's units (4k, 1m, 1G,
-4096, 4KiB); times are seconds or take a unit (5, 30s, 2m). Random offsets
-are drawn uniformly with replacement (fio's norandommap). I/O is always
-O_DIRECT. fio's libaio engine runs as auto (io_uring), its synchronous
+4096, 4KiB); times are seconds or take a unit (5, 30s, 2m). A random job
+visits every block of its range once per pass, in a pseudo-random order
+(fio's random map); --norandommap draws offsets with replacement instead, as
+does a --bssplit job. I/O is always O_DIRECT. fio's libaio engine runs as auto (io_uring), its synchronous
 engines (psync, sync, pvsync, pvsync2) as pread with one I/O in flight.
 
 --compare BASELINE.json compares the run with an earlier fio-format JSON

@@ -37,6 +37,8 @@ fuzz:
 	$(GO) test -run XXX -fuzz FuzzDecodeSummary -fuzztime $(FUZZTIME) ./nvme/chunkstore/
 	$(GO) test -run XXX -fuzz FuzzSuperblock -fuzztime $(FUZZTIME) ./nvme/chunkstore/
 	$(GO) test -run XXX -fuzz FuzzParseSize -fuzztime $(FUZZTIME) ./bench/
+	$(GO) test -run XXX -fuzz FuzzParseJobFile -fuzztime $(FUZZTIME) ./bench/
+	$(GO) test -run XXX -fuzz FuzzParseReport -fuzztime $(FUZZTIME) ./bench/
 	$(GO) test -run XXX -fuzz FuzzDecodeFrame -fuzztime $(FUZZTIME) ./netio/
 	$(GO) test -run XXX -fuzz FuzzDecodeRequest -fuzztime $(FUZZTIME) ./dataplane/
 	$(GO) test -run XXX -fuzz FuzzServerStream -fuzztime $(FUZZTIME) ./dataplane/sidecar/

@@ -23,9 +23,15 @@ type chunkService interface {
 }
 
 // populateChunks writes every chunk of the working set that is missing or
-// of another size, 32 at a time, so reads find data (like fio laying out
-// its file). what names the target in progress lines and errors.
-func populateChunks(svc chunkService, what string, chunks int64, bs int, env *Env) error {
+// of another size (with verify=crc32c: every chunk, stamped), 32 at a
+// time, so reads find data (like fio laying out its file). what names the
+// target in progress lines and errors.
+func populateChunks(svc chunkService, what string, chunks int64, spec *Spec, env *Env) error {
+	bs := spec.BlockSize
+	var v *verifier
+	if spec.Verify {
+		v = newVerifier(bs)
+	}
 	progress := env.LayoutProgress(what)
 	var next, done atomic.Int64
 	var wg sync.WaitGroup
@@ -53,7 +59,10 @@ func populateChunks(svc chunkService, what string, chunks int64, bs int, env *En
 					fail(err)
 					return
 				}
-				if !ok || n != bs {
+				if !ok || n != bs || v != nil {
+					if v != nil {
+						v.stamp(buf, i*int64(bs))
+					}
 					if err := svc.put(id, buf); err != nil {
 						fail(err)
 						return
@@ -89,6 +98,10 @@ func runChunkJob(svc chunkService, job *Job) error {
 	for g := 0; g < spec.IODepth; g++ {
 		err = errors.Join(err, <-errs)
 	}
+	job.EndMeasure()
+	if err == nil && job.ReadBack() {
+		err = readBackChunks(svc, job)
+	}
 	return err
 }
 
@@ -96,13 +109,16 @@ func chunkWorker(svc chunkService, w *Worker, bs int) error {
 	buf := make([]byte, bs)
 	fillPattern(buf)
 	for {
-		write, off, ok := w.Next()
+		io, ok := w.NextIO()
 		if !ok {
 			return nil
 		}
-		id := chunkstore.ID{Lo: uint64(off / int64(bs))}
+		id := chunkstore.ID{Lo: uint64(io.Off / int64(bs))}
+		if io.Kind == IOWrite {
+			w.Stamp(buf, io.Off)
+		}
 		start := Now()
-		if write {
+		if io.Kind == IOWrite {
 			if err := svc.put(id, buf); err != nil {
 				return fmt.Errorf("put chunk %d: %w", id.Lo, err)
 			}
@@ -116,6 +132,9 @@ func chunkWorker(svc chunkService, w *Worker, bs int) error {
 			}
 		}
 		d := Now() - start
-		w.Done(write, bs, d, d)
+		if io.Verify {
+			w.Check(buf, io.Off)
+		}
+		w.Complete(io, d, d)
 	}
 }

@@ -63,7 +63,7 @@ func openDataplane(addr string, spec *Spec, env *Env) (Target, error) {
 	}
 	t.epoch.Store(st.Epoch) // write at the dataplane's placement epoch, as a cluster client would
 	if spec.Mode.Reads() {
-		if err := populateChunks(t, "dataplane:"+addr, t.chunks, spec.BlockSize, env); err != nil {
+		if err := populateChunks(t, "dataplane:"+addr, t.chunks, spec, env); err != nil {
 			c.Close()
 			return nil, err
 		}

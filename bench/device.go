@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"runtime"
 	"syscall"
@@ -37,8 +38,10 @@ func openDevice(path string, spec *Spec, env *Env) (Target, error) {
 	switch {
 	case path == "":
 		return nil, Usagef("--target=device:PATH: PATH is empty")
-	case spec.BlockSize%deviceAlign != 0:
+	case spec.BSSplit == nil && spec.BlockSize%deviceAlign != 0:
 		return nil, Usagef("--bs=%d: a device target needs a multiple of %d", spec.BlockSize, deviceAlign)
+	case spec.Align%deviceAlign != 0:
+		return nil, Usagef("--bssplit: a device target needs every size to be a multiple of %d", deviceAlign)
 	case spec.Offset%deviceAlign != 0:
 		return nil, Usagef("--offset=%d: a device target needs a multiple of %d", spec.Offset, deviceAlign)
 	case int64(bufferSlots(spec))*int64(spec.BlockSize) > maxDeviceBuffers:
@@ -67,8 +70,8 @@ func openDevice(path string, spec *Spec, env *Env) (Target, error) {
 func fitDevice(dev *nvme.Device, spec *Spec) error {
 	bs := int64(dev.BlockSize())
 	switch {
-	case int64(spec.BlockSize)%bs != 0:
-		return Usagef("--bs=%d: %s has %d-byte blocks; use a multiple", spec.BlockSize, dev.Path(), bs)
+	case int64(spec.Align)%bs != 0:
+		return Usagef("--bs=%d: %s has %d-byte blocks; use a multiple", spec.Align, dev.Path(), bs)
 	case spec.Offset%bs != 0:
 		return Usagef("--offset=%d: %s has %d-byte blocks; use a multiple", spec.Offset, dev.Path(), bs)
 	case spec.Offset >= dev.Size():
@@ -111,7 +114,38 @@ func (t *deviceTarget) RunJob(job *Job) error {
 		t.name = dj.eng.Name()
 	}
 	err = dj.loop.run(w)
+	if err == nil && job.Spec.EndFsync && job.Writes() {
+		err = dj.loop.syncNow(w)
+	}
+	job.EndMeasure()
+	if err == nil && job.ReadBack() {
+		err = t.readBack(job, w, dj.mem)
+	}
 	return errors.Join(err, dj.close())
+}
+
+// readBack reads what the job wrote, through the kernel (pread on the
+// O_DIRECT descriptor) into buf, and checks it (verify=crc32c).
+func (t *deviceTarget) readBack(job *Job, w *Worker, buf []byte) error {
+	var err error
+	job.WrittenRuns(len(buf), func(off int64, n int) bool {
+		var got int
+		for got < n && err == nil {
+			var m int
+			m, err = syscall.Pread(t.dev.Fd(), buf[got:n], off+int64(got))
+			if err == nil && m == 0 {
+				err = io.ErrUnexpectedEOF
+			}
+			got += m
+		}
+		if err != nil {
+			err = fmt.Errorf("verify: reading back %d bytes at offset %d: %w", n, off, err)
+			return false
+		}
+		w.Check(buf[:n], off)
+		return true
+	})
+	return err
 }
 
 // deviceJob is one job's engine, buffers and loop.
@@ -169,7 +203,9 @@ func (t *deviceTarget) openJob(job *Job) (*deviceJob, error) {
 		nvme.FreeAligned(mem)
 		return nil, fmt.Errorf("register %s of I/O buffers: %w", formatBinary(float64(len(mem))), err)
 	}
-	return &deviceJob{eng: eng, mem: mem, loop: newDeviceLoop(eng, mem, readSlots, spec.BlockSize, spec.IODepth)}, nil
+	loop := newDeviceLoop(eng, mem, readSlots, spec.BlockSize, spec.IODepth)
+	loop.syncData, loop.stamp = spec.SyncData, spec.Verify
+	return &deviceJob{eng: eng, mem: mem, loop: loop}, nil
 }
 
 // close releases the engine and, unless I/O is still in flight after an
@@ -204,23 +240,25 @@ func fillPattern(buf []byte) {
 const submitBatch = 4
 
 // deviceLoop keeps depth I/Os in flight on one engine. Slots index the
-// per-I/O state and the bs-byte read buffers. It allocates nothing after
-// newDeviceLoop.
+// per-I/O state and the bs-byte read and write buffers. It allocates
+// nothing after newDeviceLoop.
 type deviceLoop struct {
 	eng      ioengine.Engine
 	reads    []byte // depth × bs bytes that reads land in (empty when the mode only writes)
 	writes   []byte // depth × bs bytes of the write pattern (empty when the mode only reads)
-	bs       int
+	bs       int    // bytes per slot: the largest I/O
 	depth    int
 	inflight int
+	syncData bool         // syncs are fdatasync
+	stamp    bool         // verify=crc32c: stamp each write's buffer
 	op       *ioengine.Op // reused: Prepare takes a pointer, which would escape
-	pending  bool         // op holds an I/O that Prepare refused (queue full)
+	pending  bool         // op holds an I/O not yet prepared (queue full, or a sync waiting for the I/Os in flight)
+	barrier  bool         // a sync is in flight: issue nothing until it completes
 	free     []int32      // free slots
 	batch    []int32      // slots prepared since the last submit
 	issued   []int64      // per slot: Now() when queued, ns
 	sub      []int64      // per slot: Now() after submission, ns
-	off      []int64      // per slot: offset, bytes
-	write    []bool       // per slot: direction
+	io       []IO         // per slot: the I/O
 	cqes     []ioengine.Completion
 }
 
@@ -236,14 +274,22 @@ func newDeviceLoop(eng ioengine.Engine, mem []byte, readSlots, bs, depth int) *d
 		batch:  make([]int32, 0, depth),
 		issued: make([]int64, depth),
 		sub:    make([]int64, depth),
-		off:    make([]int64, depth),
-		write:  make([]bool, depth),
+		io:     make([]IO, depth),
 		cqes:   make([]ioengine.Completion, depth),
 	}
 	for i := range l.free {
 		l.free[i] = int32(depth - 1 - i)
 	}
 	return l
+}
+
+// buf is slot s's buffer for io.
+func (l *deviceLoop) buf(s int32, io IO) []byte {
+	lo, hi := int(s)*l.bs, int(s)*l.bs+io.Len
+	if io.Kind == IOWrite {
+		return l.writes[lo:hi:hi]
+	}
+	return l.reads[lo:hi:hi]
 }
 
 // run issues the worker's I/Os until it reports the end, then waits for the
@@ -281,69 +327,83 @@ func (l *deviceLoop) run(w *Worker) error {
 		now := Now()
 		for _, c := range l.cqes[:n] {
 			s := int32(c.UserData)
+			io := l.io[s]
 			l.inflight--
 			l.free = append(l.free, s)
+			if io.Kind == IOSync {
+				l.barrier = false
+			}
 			switch {
 			case firstErr != nil:
-			case c.Res != int32(l.bs):
-				firstErr, stopping = l.ioError(s, c.Res), true
+			case c.Res != int32(io.Len):
+				firstErr, stopping = ioError(io, c.Res), true
 			default:
-				w.Done(l.write[s], l.bs, now-l.issued[s], now-l.sub[s])
+				if io.Verify {
+					w.Check(l.buf(s, io), io.Off)
+				}
+				w.Complete(io, now-l.issued[s], now-l.sub[s])
 			}
 		}
 	}
 }
 
-// ioError describes a failed or short I/O in slot s.
-func (l *deviceLoop) ioError(s int32, res int32) error {
-	dir := "read"
-	if l.write[s] {
-		dir = "write"
+// ioError describes a failed or short I/O.
+func ioError(io IO, res int32) error {
+	what := "read"
+	switch io.Kind {
+	case IOWrite:
+		what = "write"
+	case IOSync:
+		if res < 0 {
+			return fmt.Errorf("sync: %w", syscall.Errno(-res))
+		}
+		return fmt.Errorf("sync: unexpected result %d", res)
 	}
 	if res < 0 {
-		return fmt.Errorf("%s of %d bytes at offset %d: %w", dir, l.bs, l.off[s], syscall.Errno(-res))
+		return fmt.Errorf("%s of %d bytes at offset %d: %w", what, io.Len, io.Off, syscall.Errno(-res))
 	}
-	return fmt.Errorf("%s of %d bytes at offset %d: short transfer of %d bytes", dir, l.bs, l.off[s], res)
+	return fmt.Errorf("%s of %d bytes at offset %d: short transfer of %d bytes", what, io.Len, io.Off, res)
 }
 
 // fill prepares I/Os (stamping their issue time), submitting every
-// submitBatch, until depth are in flight, the engine's queue is full (the
-// I/O drawn is held in op for the next fill) or the worker has nothing more
-// (done). The caller submits the remainder.
+// submitBatch, until depth are in flight, the engine's queue is full, a
+// sync waits for the I/Os in flight or is itself in flight (the I/O drawn
+// is held in op for the next fill), or the worker has nothing more (done).
+// The caller submits the remainder.
 func (l *deviceLoop) fill(w *Worker) (done bool, err error) {
 	now := Now()
-	for l.inflight < l.depth {
+	for l.inflight < l.depth && !l.barrier {
 		if !l.pending {
-			write, off, ok := w.Next()
+			io, ok := w.NextIO()
 			if !ok {
 				return true, nil
 			}
 			s := l.free[len(l.free)-1]
 			l.free = l.free[:len(l.free)-1]
-			l.write[s], l.off[s] = write, off
-			lo, hi := int(s)*l.bs, int(s+1)*l.bs
-			if write {
-				l.op.Opcode, l.op.Buf = ioengine.OpWrite, l.writes[lo:hi:hi]
-			} else {
-				l.op.Opcode, l.op.Buf = ioengine.OpRead, l.reads[lo:hi:hi]
-			}
-			l.op.Off = off
-			l.op.UserData = uint64(s)
+			l.io[s] = io
+			l.setOp(s, io, w)
+			l.pending = true
 		}
 		s := int32(l.op.UserData)
+		sync := l.io[s].Kind == IOSync
+		if sync && l.inflight > 0 {
+			return false, nil // the sync covers the writes in flight: wait for them
+		}
 		if err := l.eng.Prepare(l.op); err != nil {
 			if err == ioengine.ErrQueueFull {
-				l.pending = true
 				return false, nil
 			}
 			l.pending = false
 			l.free = append(l.free, s)
-			return true, fmt.Errorf("prepare I/O at offset %d: %w", l.off[s], err)
+			return true, fmt.Errorf("prepare I/O at offset %d: %w", l.io[s].Off, err)
 		}
 		l.pending = false
 		l.issued[s] = now
 		l.batch = append(l.batch, s)
 		l.inflight++
+		if sync {
+			l.barrier = true
+		}
 		if len(l.batch) == submitBatch {
 			if err := l.submit(); err != nil {
 				return true, err
@@ -352,6 +412,59 @@ func (l *deviceLoop) fill(w *Worker) (done bool, err error) {
 		}
 	}
 	return false, nil
+}
+
+// setOp describes io, in slot s, in l.op.
+func (l *deviceLoop) setOp(s int32, io IO, w *Worker) {
+	op := l.op
+	op.UserData = uint64(s)
+	op.Off, op.Flags = io.Off, 0
+	switch io.Kind {
+	case IOSync:
+		op.Opcode, op.Buf, op.Off = ioengine.OpFsync, nil, 0
+		if l.syncData {
+			op.Flags = ioengine.FlagDatasync
+		}
+	case IOWrite:
+		op.Opcode, op.Buf = ioengine.OpWrite, l.buf(s, io)
+		if l.stamp {
+			w.Stamp(op.Buf, io.Off)
+		}
+	default:
+		op.Opcode, op.Buf = ioengine.OpRead, l.buf(s, io)
+	}
+}
+
+// syncNow syncs the device once, with nothing else in flight, and records
+// it (end_fsync).
+func (l *deviceLoop) syncNow(w *Worker) error {
+	s := l.free[len(l.free)-1]
+	io := IO{Kind: IOSync}
+	l.io[s] = io
+	l.setOp(s, io, w)
+	start := Now()
+	if err := l.eng.Prepare(l.op); err != nil {
+		return fmt.Errorf("end_fsync: %w", err)
+	}
+	l.inflight++
+	if _, err := l.eng.Submit(1, 0); err != nil {
+		return fmt.Errorf("end_fsync: %w", err)
+	}
+	sub := Now()
+	for {
+		if n := l.eng.Reap(l.cqes[:1]); n == 1 {
+			l.inflight--
+			if res := l.cqes[0].Res; res != 0 {
+				return fmt.Errorf("end_fsync: %w", ioError(io, res))
+			}
+			now := Now()
+			w.Complete(io, now-start, now-sub)
+			return nil
+		}
+		if _, err := l.eng.Submit(1, 0); err != nil {
+			return fmt.Errorf("end_fsync: wait for completion: %w", err)
+		}
+	}
 }
 
 // submit starts the prepared I/Os and stamps their submission time.

@@ -102,7 +102,7 @@ func TestDeviceTargetErrors(t *testing.T) {
 		{[]string{"--target=device:" + dir + "/x", "--bs=6k", "--size=1m"}, "multiple of 4096"},
 		{[]string{"--target=device:" + dir + "/x", "--offset=512", "--size=1m"}, "--offset=512"},
 		{[]string{"--target=device:" + dir + "/absent"}, "pass --size"},
-		{[]string{"--target=device:", "--size=1m"}, "PATH is empty"},
+		{[]string{"--target=device:", "--size=1m"}, "no ARG"},
 		{[]string{"--target=device:" + dir + "/x", "--rw=randrw", "--bs=1m", "--iodepth=1024", "--size=64m"}, "limited to"},
 		{[]string{"--target=nosuch:x"}, `target "nosuch" is not supported yet`},
 		{[]string{"--target=dataplane:x"}, `"x" is not HOST:PORT`},

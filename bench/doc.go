@@ -1,7 +1,10 @@
-// Package bench is ClaudeFS's fio-style benchmark harness: fio's job flags
-// (Flags, Spec), targets that run jobs (Target, RegisterTarget; device:PATH
-// is built in), lock-free per-goroutine recorders with log-linear latency
-// histograms (Worker, Histogram), and fio's reports (WriteJSON, WriteNormal).
+// Package bench is ClaudeFS's fio-style benchmark harness: fio's job files
+// (ParseJobFile, JobFile.Specs) and flags (Flags, Spec), built-in profiles
+// (Profiles), targets that run jobs (Target, RegisterTarget; device:PATH,
+// store:PATH and dataplane:HOST:PORT are built in), lock-free per-goroutine
+// recorders with log-linear latency histograms (Worker, Histogram), fio's
+// reports (WriteJSON, WriteNormal) and comparison with a baseline report
+// (ParseReport, Compare).
 //
 // Adding a target: in its own file, register an OpenFunc from init:
 //
@@ -13,13 +16,21 @@
 //
 //	w, err := job.NewWorker()
 //	for {
-//		write, off, ok := w.Next()
+//		io, ok := w.NextIO()
 //		if !ok {
 //			break
 //		}
+//		if io.Kind == bench.IOWrite {
+//			w.Stamp(buf[:io.Len], io.Off) // verify=crc32c; a no-op otherwise
+//		}
 //		start := bench.Now()
-//		... do the I/O of job.Spec.BlockSize bytes at off ...
+//		... read, write (io.Len bytes at io.Off) or sync ...
 //		d := bench.Now() - start
-//		w.Done(write, job.Spec.BlockSize, d, d)
+//		if io.Verify {
+//			w.Check(buf[:io.Len], io.Off)
+//		}
+//		w.Complete(io, d, d)
 //	}
+//	job.EndMeasure()
+//	... if job.ReadBack(), read what job.WrittenRuns lists and Check it ...
 package bench

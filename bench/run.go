@@ -31,6 +31,8 @@ type JobResult struct {
 	Runtime time.Duration
 	Read    DirStats
 	Write   DirStats
+	Sync    DirStats // fsync/fdatasync: latencies only
+	Verify  VerifyStats
 }
 
 type jobEnd struct {
@@ -44,7 +46,8 @@ type jobEnd struct {
 // job has moved spec.Size bytes. Cancelling ctx ends the run early and still
 // returns the result, like interrupting fio. A progress line goes to stderr
 // about once a second when spec.Progress. Errors are *UsageError for a bad
-// spec or target, others for failures while running.
+// spec or target, *VerifyError (with the result) when verify=crc32c found
+// a mismatch, others for failures while running.
 func Run(ctx context.Context, spec *Spec, stderr io.Writer) (*Result, error) {
 	env := &Env{
 		Stderr:   stderr,
@@ -52,6 +55,9 @@ func Run(ctx context.Context, spec *Spec, stderr io.Writer) (*Result, error) {
 		Logf: func(format string, args ...any) {
 			fmt.Fprintf(stderr, "cfs bench: "+format+"\n", args...)
 		},
+	}
+	for _, n := range spec.Notes {
+		env.Logf("%s", n)
 	}
 	target, err := openTarget(spec, env)
 	if err != nil {
@@ -61,12 +67,33 @@ func Run(ctx context.Context, spec *Spec, stderr io.Writer) (*Result, error) {
 	if cerr := target.Close(); cerr != nil && err == nil {
 		err = fmt.Errorf("close %s: %w", target, cerr)
 	}
-	return res, err
+	if err != nil {
+		return nil, err
+	}
+	var ve VerifyError
+	for _, j := range res.Jobs {
+		ve.Units += j.Verify.Units
+		ve.Mismatches += j.Verify.Mismatches
+		for _, m := range j.Verify.First {
+			if len(ve.First) < maxMismatchNotes {
+				ve.First = append(ve.First, m)
+			}
+		}
+	}
+	if ve.Mismatches > 0 {
+		ve.Job = spec.Name
+		return res, &ve
+	}
+	return res, nil
 }
 
 func runJobs(ctx context.Context, spec *Spec, target Target, stderr io.Writer) (*Result, error) {
 	if spec.Size < int64(spec.BlockSize) {
 		return nil, fmt.Errorf("target %s left --size at %d bytes, below --bs", target, spec.Size)
+	}
+	if units := spec.Size / int64(spec.Align); spec.Verify && spec.Mode.Writes() && units > maxVerifyUnits {
+		return nil, Usagef("--verify=crc32c: a writing job remembers which of its %d-byte units it wrote, at most %d of them; --size=%d has %d",
+			spec.Align, maxVerifyUnits, spec.Size, units)
 	}
 	st := &runState{}
 	if spec.RampTime <= 0 {
@@ -137,10 +164,14 @@ func runJobs(ctx context.Context, spec *Spec, target Target, stderr io.Writer) (
 	res.Target = target.String() // after RunJob: a target may name its engine only then
 	for i, j := range jobs {
 		jr := JobResult{Index: i}
-		if measuring && jobEnds[i].After(measureStart) {
-			jr.Runtime = jobEnds[i].Sub(measureStart)
+		end := jobEnds[i]
+		if e := j.measureEnded(); !e.IsZero() {
+			end = e
 		}
-		jr.Read, jr.Write = j.stats()
+		if measuring && end.After(measureStart) {
+			jr.Runtime = end.Sub(measureStart)
+		}
+		jr.Read, jr.Write, jr.Sync, jr.Verify = j.stats()
 		res.Jobs = append(res.Jobs, jr)
 	}
 	return res, nil
@@ -149,16 +180,46 @@ func runJobs(ctx context.Context, spec *Spec, target Target, stderr io.Writer) (
 // newJob returns job index of spec (Size resolved) in run st.
 func newJob(spec *Spec, st *runState, index int) *Job {
 	bs := int64(spec.BlockSize)
-	limit := spec.Size / bs
-	if spec.TimeBased {
-		limit = math.MaxInt64
-	}
-	return &Job{
+	j := &Job{
 		Index: index, Spec: spec, run: st,
-		offset: spec.Offset, bs: bs, blocks: spec.Size / bs, limit: limit,
+		offset: spec.Offset, size: spec.Size, bs: bs, align: int64(spec.Align),
+		blocks: spec.Size / bs, limit: spec.Size / bs, limitBytes: spec.Size,
 		mixed: spec.Mode.Mixed(), writes: spec.Mode.Writes(), random: spec.Mode.Random(),
-		rwMixRead: spec.RWMixRead,
+		rwMixRead: spec.RWMixRead, syncEvery: spec.SyncEvery,
 	}
+	if j.align <= 0 {
+		j.align = bs
+	}
+	if spec.TimeBased {
+		j.limit, j.limitBytes = math.MaxInt64, math.MaxInt64
+	}
+	if spec.BSSplit != nil {
+		j.split = splitTable(spec.BSSplit)
+	} else if spec.Mode.Random() && !spec.NoRandomMap {
+		st := uint64(index) + 0x7a11
+		j.perm = newPermutation(j.blocks, splitmix64(&st))
+	}
+	if spec.Verify {
+		j.verify = newVerifier(int(j.align))
+		if spec.Mode.Writes() {
+			j.written = make(unitSet, (spec.Size/j.align+63)/64)
+		}
+	}
+	return j
+}
+
+// splitTable maps a draw 0..99 to a block size, each size taking its
+// percent of the entries.
+func splitTable(split []BSWeight) *[100]int32 {
+	var t [100]int32
+	i := 0
+	for _, w := range split {
+		for range w.Percent {
+			t[i] = int32(w.Size)
+			i++
+		}
+	}
+	return &t
 }
 
 // progress prints the "[r=38.2k IOPS w=0 IOPS][12% done][eta 4s]" line.
@@ -171,12 +232,13 @@ type progress struct {
 }
 
 func (p *progress) print(now, measureStart time.Time, phase int32) {
-	var r, w, issued int64
+	var r, w int64
+	var issued float64
 	for _, j := range p.jobs {
 		jr, jw := j.progress()
 		r += jr
 		w += jw
-		issued += j.measuredIssued()
+		issued += j.measuredFraction()
 	}
 	secs := now.Sub(p.last).Seconds()
 	riops, wiops := float64(r-p.lastR)/secs, float64(w-p.lastW)/secs
@@ -191,7 +253,7 @@ func (p *progress) print(now, measureStart time.Time, phase int32) {
 		eta = max(total-elapsed, 0)
 	}
 	if !s.TimeBased && phase != phaseRamp {
-		f := float64(issued) / (float64(s.Size/int64(s.BlockSize)) * float64(len(p.jobs)))
+		f := issued / float64(len(p.jobs))
 		if f > frac {
 			frac = min(f, 1)
 		}

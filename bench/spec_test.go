@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -13,9 +14,9 @@ func TestParseArgsDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Spec{Name: "bench", Target: "device:/tmp/x", Mode: ModeRead, RWMixRead: 50, BlockSize: 4096,
+	want := Spec{Name: "bench", Target: "device:/tmp/x", Mode: ModeRead, RWMixRead: 50, BlockSize: 4096, Align: 4096,
 		IODepth: 1, NumJobs: 1, Engine: ioengine.Auto, Output: FormatNormal, Progress: true}
-	if *s != want {
+	if !reflect.DeepEqual(*s, want) {
 		t.Fatalf("defaults = %+v\nwant %+v", *s, want)
 	}
 }
@@ -27,10 +28,10 @@ func TestParseArgsFio(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Spec{Name: "a", Target: "device:/tmp/x", Mode: ModeRandRW, RWMixRead: 70, BlockSize: 4096,
+	want := Spec{Name: "a", Target: "device:/tmp/x", Mode: ModeRandRW, RWMixRead: 70, BlockSize: 4096, Align: 4096,
 		IODepth: 32, NumJobs: 4, Size: 1 << 30, Offset: 1 << 20, Runtime: 5 * time.Second, TimeBased: true,
 		RampTime: 2 * time.Second, Engine: ioengine.Uring, Output: FormatJSON}
-	if *s != want {
+	if !reflect.DeepEqual(*s, want) {
 		t.Fatalf("spec = %+v\nwant %+v", *s, want)
 	}
 }
@@ -69,12 +70,24 @@ func TestParseArgsErrors(t *testing.T) {
 		{"--target=device:x --runtime=5x", "--runtime"},
 		{"--target=device:x --time_based", "--time_based needs a positive --runtime"},
 		{"--target=device:x --ramp_time=1y", "--ramp_time"},
-		{"--target=device:x --ioengine=libaio", "--ioengine"},
+		{"--target=device:x --ioengine=posixaio", "--ioengine"},
+		{"--target=device:x --bssplit=4k/50:8k/60", "add up to 110"},
+		{"--target=device:x --bssplit=4k/50:8k/40", "add up to 90, not 100"},
+		{"--target=device:x --bssplit=4k/50,8k/100", "a comma"},
+		{"--target=device:x --bssplit=4q/100", "--bssplit"},
+		{"--target=device:x --fsync=1 --fdatasync=1", "give one of them"},
+		{"--target=device:x --fsync=-1", "--fsync=-1"},
+		{"--target=device:x --verify=md5", "only crc32c"},
+		{"--target=device:x --verify=crc32c --bs=16", "needs at least 32"},
+		{"--target=device:x --verify=crc32c --rw=randwrite --size=1t", "at most 134217728 of them"},
+		{"--target=device: --filename=a:b", "several files"},
+		{"--target=device:", "no ARG"},
+		{"--directory=/tmp", "--directory without --filename"},
 		{"--target=device:x --output-format=terse", "--output-format"},
 		{"--target=device:x --name=", "--name"},
 		{"--target=device:x --size=1p --offset=1024p", "--offset + --size"},
 		{"--target=device:x --iodepth=abc", "invalid argument"},
-		{"--target=device:x --group_reporting", "unknown flag"},
+		{"--target=device:x --group_report", "unknown flag"},
 		{"--target=device:x extra", "unexpected argument"},
 	}
 	for _, c := range cases {

@@ -53,7 +53,7 @@ func openStore(path string, spec *Spec, env *Env) (Target, error) {
 	t := &storeTarget{store: st, path: path, chunks: spec.Size / int64(spec.BlockSize), logf: env.Logf}
 	t.version.Store(uint64(time.Now().UnixNano()))
 	if spec.Mode.Reads() {
-		if err := populateChunks(t, "store:"+path, t.chunks, spec.BlockSize, env); err != nil {
+		if err := populateChunks(t, "store:"+path, t.chunks, spec, env); err != nil {
 			st.Close()
 			return nil, err
 		}

@@ -122,8 +122,21 @@ func openTarget(spec *Spec, env *Env) (Target, error) {
 	if !ok {
 		return nil, Usagef("target %q is not supported yet; supported targets: %s", kind, strings.Join(kinds(), ", "))
 	}
+	if chunkKinds[kind] {
+		if spec.BSSplit != nil {
+			return nil, Usagef("--bssplit: a %s: target keeps a working set of --bs chunks; weighted block sizes need a device: target", kind)
+		}
+		if spec.SyncEvery > 0 || spec.EndFsync {
+			env.Logf("%s: every write is acknowledged only once durable, so fsync=, fdatasync= and end_fsync add nothing: none is issued", kind)
+			spec.SyncEvery, spec.EndFsync = 0, false
+		}
+	}
 	return e.open(arg, spec, env)
 }
+
+// chunkKinds are the targets that keep a working set of --bs chunks
+// (chunkService) and acknowledge writes only once durable.
+var chunkKinds = map[string]bool{"store": true, "dataplane": true}
 
 // kinds lists the registered kinds as "KIND:", sorted.
 func kinds() []string {

@@ -35,7 +35,8 @@ const (
 	phaseStop                 // no new I/O may be issued
 )
 
-// DirStats is what a recorder has seen for one direction.
+// DirStats is what a recorder has seen for one direction (reads, writes
+// or syncs; a sync moves no bytes).
 type DirStats struct {
 	IOs   int64     // completed I/Os
 	Bytes int64     // bytes moved
@@ -56,8 +57,29 @@ func (d *DirStats) reset() {
 	d.Lat.reset()
 }
 
+// IOKind is what an I/O does.
+type IOKind uint8
+
+// The kinds of I/O a Worker hands out. A sync is fsync, or fdatasync when
+// Spec.SyncData.
+const (
+	IORead IOKind = iota
+	IOWrite
+	IOSync
+)
+
+// IO is one I/O a Worker hands out.
+type IO struct {
+	Kind IOKind
+	Off  int64 // bytes from the start of the target; 0 for a sync
+	Len  int   // bytes; 0 for a sync
+	// Verify: a read whose data must carry verify=crc32c stamps; the
+	// target checks it with Worker.Check once it completes.
+	Verify bool
+}
+
 // Worker is one goroutine's share of a job: it hands out the job's I/Os
-// (direction and offset) and records their completions without locks. A
+// (kind, offset and length) and records their completions without locks. A
 // target creates one per goroutine that issues I/O with Job.NewWorker; a
 // Worker must only be used by that goroutine.
 type Worker struct {
@@ -66,51 +88,101 @@ type Worker struct {
 	rng   uint64 // splitmix64 state
 	seq   int64  // next I/O sequence number of the claimed chunk
 	end   int64  // end of the claimed chunk (exclusive)
+	// cursor is the next sequential offset (from Spec.Offset) with bssplit.
+	cursor int64
+	// writes counts writes handed out since the last sync (SyncEvery).
+	writes int
 	// progress publishes the completed I/O counts (read, write) for the
 	// progress line, every progressEvery completions and at the end.
 	progress [2]atomic.Int64
 	done     [2]int64 // completions in every phase
-	stats    [2]DirStats
+	stats    [3]DirStats
+	verify   VerifyStats
 }
 
 const progressEvery = 16
 
-// Next returns the next I/O to issue: whether it writes, and its offset in
-// bytes (a multiple of Spec.BlockSize inside [Spec.Offset, Spec.Offset+Spec.Size)).
-// ok is false once the run is stopping or, without --time_based, the job
-// has issued --size bytes: the caller then issues nothing more, waits for its
-// I/Os in flight, records them, and returns.
-func (w *Worker) Next() (write bool, off int64, ok bool) {
+// NextIO returns the next I/O to issue. Reads and writes lie inside
+// [Spec.Offset, Spec.Offset+Spec.Size), at multiples of Spec.Align from
+// Spec.Offset, Spec.BlockSize bytes long or, with a bssplit, of a size drawn
+// from it. With Spec.SyncEvery, a sync follows every SyncEvery writes: the
+// target issues it once the I/Os in flight have completed and issues
+// nothing more until it has. ok is false once the run is stopping or,
+// without --time_based, the job has issued --size bytes: the caller then
+// issues nothing more, waits for its I/Os in flight, records them, and
+// returns.
+func (w *Worker) NextIO() (io IO, ok bool) {
 	j := w.job
 	if p := j.run.phase.Load(); p != w.phase {
 		if p == phaseStop {
-			return false, 0, false
+			return IO{}, false
 		}
 		// Ramp is over: forget it.
 		w.phase = p
 		w.stats[0].reset()
 		w.stats[1].reset()
-		w.seq, w.end = 0, 0
+		w.stats[2].reset()
+		w.seq, w.end, w.cursor = 0, 0, 0
 	}
-	if w.seq == w.end && !w.claim() {
-		return false, 0, false
+	if j.syncEvery > 0 && w.writes >= j.syncEvery {
+		w.writes = 0
+		return IO{Kind: IOSync}, true
 	}
-	s := w.seq
-	w.seq++
-	switch {
-	case j.mixed:
-		write = int(w.rand()%100) >= j.rwMixRead
-	default:
-		write = j.writes
-	}
-	var block int64
-	if j.random {
-		hi, _ := bits.Mul64(w.rand(), uint64(j.blocks))
-		block = int64(hi)
+	if j.split == nil {
+		if w.seq == w.end && !w.claim() {
+			return IO{}, false
+		}
+		s := w.seq
+		w.seq++
+		var block int64
+		switch {
+		case j.perm != nil:
+			block = j.perm.at(s)
+		case j.random:
+			hi, _ := bits.Mul64(w.rand(), uint64(j.blocks))
+			block = int64(hi)
+		default:
+			block = s % j.blocks
+		}
+		io.Off, io.Len = j.offset+block*j.bs, int(j.bs)
 	} else {
-		block = s % j.blocks
+		n := int64(j.split[w.rand()%100])
+		if j.random {
+			slots := uint64((j.size-n)/j.align + 1)
+			hi, _ := bits.Mul64(w.rand(), slots)
+			io.Off = j.offset + int64(hi)*j.align
+		} else {
+			// At the end of the range an I/O is cut to what is left (in
+			// whole units), or the walk starts over.
+			rem := j.size - w.cursor
+			if rem < j.align {
+				w.cursor, rem = 0, j.size
+			}
+			n = min(n, rem-rem%j.align)
+			io.Off = j.offset + w.cursor
+			w.cursor += n
+		}
+		if !w.claimBytes(n) {
+			return IO{}, false
+		}
+		io.Len = int(n)
 	}
-	return write, j.offset + block*j.bs, true
+	write := j.writes
+	if j.mixed {
+		write = int(w.rand()%100) >= j.rwMixRead
+	}
+	switch {
+	case write:
+		io.Kind = IOWrite
+		w.writes++
+	case j.verify != nil:
+		// A read is checked when every unit it covers carries a stamp: in
+		// a read-only job, always (what is read must have been written
+		// with verify=crc32c); in a mixed one, when this job's writes of
+		// those units had completed before the read was issued.
+		io.Verify = j.written == nil || j.written.has((io.Off-j.offset)/j.align, int64(io.Len)/j.align)
+	}
+	return io, true
 }
 
 // claim takes the next chunk of the job's I/O sequence for the current
@@ -130,6 +202,16 @@ func (w *Worker) claim() bool {
 	return true
 }
 
+// claimBytes takes n bytes of the job's budget for the current phase (a
+// bssplit job counts bytes, not I/Os); false when it is spent.
+func (w *Worker) claimBytes(n int64) bool {
+	j := w.job
+	if w.phase == phaseRamp || j.limitBytes == math.MaxInt64 {
+		return true
+	}
+	return j.claimed[w.phase].Add(n)-n < j.limitBytes
+}
+
 // rand draws from the worker's generator.
 func (w *Worker) rand() uint64 { return splitmix64(&w.rng) }
 
@@ -143,26 +225,46 @@ func splitmix64(state *uint64) uint64 {
 	return z ^ (z >> 31)
 }
 
-// Done records one completed I/O of n bytes: lat is ns from issue (when the
+// Complete records the completion of io: lat is ns from issue (when the
 // I/O was queued) to completion, clat ns from submission to completion.
-// Completions during the ramp are counted for the progress line only.
-func (w *Worker) Done(write bool, n int, lat, clat int64) {
-	d := 0
-	if write {
-		d = 1
+// Completions during the ramp are counted for the progress line only; a
+// completed write is remembered for verification in every phase.
+func (w *Worker) Complete(io IO, lat, clat int64) {
+	d := int(io.Kind)
+	if io.Kind == IOWrite && w.job.written != nil {
+		j := w.job
+		w.job.written.add((io.Off-j.offset)/j.align, int64(io.Len)/j.align)
 	}
-	w.done[d]++
-	if w.done[d]%progressEvery == 0 {
-		w.progress[d].Store(w.done[d])
+	if d < 2 {
+		w.done[d]++
+		if w.done[d]%progressEvery == 0 {
+			w.progress[d].Store(w.done[d])
+		}
 	}
 	if w.phase != phaseMeasure {
 		return
 	}
 	s := &w.stats[d]
 	s.IOs++
-	s.Bytes += int64(n)
+	s.Bytes += int64(io.Len)
 	s.Lat.Record(lat)
 	s.Clat.Record(clat)
+}
+
+// Stamp fills buf with the verify=crc32c units of the write at off (see
+// Spec.Verify); it does nothing without verify.
+func (w *Worker) Stamp(buf []byte, off int64) {
+	if v := w.job.verify; v != nil {
+		v.stamp(buf, off)
+	}
+}
+
+// Check verifies buf, read from off, against the verify=crc32c stamps and
+// counts the units checked and the mismatches.
+func (w *Worker) Check(buf []byte, off int64) {
+	if v := w.job.verify; v != nil {
+		v.check(buf, off, &w.verify)
+	}
 }
 
 // Job is one of a spec's numjobs jobs, handed to Target.RunJob. Its methods
@@ -173,19 +275,36 @@ type Job struct {
 	// Spec is the validated spec (Size resolved); read-only.
 	Spec *Spec
 
-	run       *runState
-	offset    int64 // Spec.Offset
-	bs        int64 // Spec.BlockSize
-	blocks    int64 // Spec.Size / Spec.BlockSize, >= 1
-	limit     int64 // I/Os to issue in the measured phase; MaxInt64 when time based
-	mixed     bool
-	writes    bool
-	random    bool
-	rwMixRead int
-	claimed   [2]atomic.Int64 // I/O sequence numbers handed out, per phase (ramp, measure)
+	run        *runState
+	offset     int64 // Spec.Offset
+	size       int64 // Spec.Size
+	bs         int64 // Spec.BlockSize
+	align      int64 // Spec.Align
+	blocks     int64 // Spec.Size / Spec.BlockSize, >= 1
+	limit      int64 // I/Os to issue in the measured phase; MaxInt64 when time based
+	limitBytes int64 // with a bssplit: bytes to issue in the measured phase; MaxInt64 when time based
+	split      *[100]int32
+	perm       *permutation // the order of a random job's blocks (nil: drawn with replacement)
+	mixed      bool
+	writes     bool
+	random     bool
+	rwMixRead  int
+	syncEvery  int
+	verify     *verifier
+	written    unitSet         // units written, for verify in jobs that write
+	claimed    [2]atomic.Int64 // I/O sequence numbers (bytes with a bssplit) handed out, per phase (ramp, measure)
 
-	mu      sync.Mutex
-	workers []*Worker
+	mu         sync.Mutex
+	workers    []*Worker
+	measureEnd time.Time   // set by EndMeasure
+	readBack   VerifyStats // checks made outside any worker
+}
+
+// addVerify adds checks made outside the job's workers.
+func (j *Job) addVerify(st *VerifyStats) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.readBack.merge(st)
 }
 
 // NewWorker returns a new worker for the calling goroutine. It fails when the
@@ -206,14 +325,55 @@ func (j *Job) NewWorker() (*Worker, error) {
 		phase: phaseRamp,
 		rng:   uint64(j.Index)<<32 | uint64(len(j.workers)) + 0x5eed,
 	}
-	if j.Spec.Mode.Reads() {
+	spec := j.Spec
+	if spec.Mode.Reads() {
 		w.stats[0].Clat, w.stats[0].Lat = newHistogram(), newHistogram()
 	}
-	if j.Spec.Mode.Writes() {
+	if spec.Mode.Writes() {
 		w.stats[1].Clat, w.stats[1].Lat = newHistogram(), newHistogram()
+		if spec.SyncEvery > 0 || spec.EndFsync {
+			w.stats[2].Clat, w.stats[2].Lat = newHistogram(), newHistogram()
+		}
 	}
 	j.workers = append(j.workers, w)
 	return w, nil
+}
+
+// Writes reports whether the job issues writes.
+func (j *Job) Writes() bool { return j.writes || j.mixed }
+
+// EndMeasure ends the job's measured runtime: a target calls it once the
+// job's I/O (and its end_fsync) is done and before it reads back what it
+// wrote for verify=crc32c. Without it the runtime ends when RunJob returns.
+func (j *Job) EndMeasure() {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.measureEnd.IsZero() {
+		j.measureEnd = time.Now()
+	}
+}
+
+func (j *Job) measureEnded() time.Time {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.measureEnd
+}
+
+// ReadBack reports whether the job must read back what it wrote once its
+// I/O is done: verify=crc32c in a job that writes.
+func (j *Job) ReadBack() bool { return j.written != nil }
+
+// WrittenRuns calls fn with each run of bytes [off, off+n) the job wrote,
+// in order, no run longer than maxBytes (at least one verify unit); it
+// stops when fn returns false.
+func (j *Job) WrittenRuns(maxBytes int, fn func(off int64, n int) bool) {
+	if j.written == nil {
+		return
+	}
+	maxUnits := max(int64(maxBytes)/j.align, 1)
+	j.written.runs(j.size/j.align, maxUnits, func(first, n int64) bool {
+		return fn(j.offset+first*j.align, int(n*j.align))
+	})
 }
 
 // progress sums the published completion counts (read, write) of the job's
@@ -228,19 +388,29 @@ func (j *Job) progress() (r, w int64) {
 	return r, w
 }
 
-// measuredIssued is how many I/Os the job has handed out in the measured
-// phase, capped at its budget.
-func (j *Job) measuredIssued() int64 {
-	return min(j.claimed[phaseMeasure].Load(), j.limit)
+// measuredFraction is how much of its measured-phase budget the job has
+// handed out, 0..1 (0 when time based).
+func (j *Job) measuredFraction() float64 {
+	c := j.claimed[phaseMeasure].Load()
+	switch {
+	case j.split != nil && j.limitBytes != math.MaxInt64:
+		return min(float64(c)/float64(j.limitBytes), 1)
+	case j.split == nil && j.limit != math.MaxInt64:
+		return min(float64(c)/float64(j.limit), 1)
+	}
+	return 0
 }
 
 // stats merges the workers' recorders. Call only after RunJob returned.
-func (j *Job) stats() (r, w DirStats) {
+func (j *Job) stats() (r, w, s DirStats, v VerifyStats) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	for _, wk := range j.workers {
 		r.merge(&wk.stats[0])
 		w.merge(&wk.stats[1])
+		s.merge(&wk.stats[2])
+		v.merge(&wk.verify)
 	}
-	return r, w
+	v.merge(&j.readBack)
+	return r, w, s, v
 }

@@ -28,7 +28,7 @@ func TestExitCodes(t *testing.T) {
 		{[]string{"bench", "run", "--target=device:/x", "--iodepth=0"}, 2, "--iodepth=0"},
 		{[]string{"bench", "run", "--target=device:/x", "--direct=0"}, 2, "only --direct=1 is supported"},
 		{[]string{"bench", "run", "--target=device:/x", "--bogus"}, 2, "unknown flag: --bogus"},
-		{[]string{"bench", "run", "--target=device:/x", "extra"}, 2, "unknown command"},
+		{[]string{"bench", "run", "--target=device:/x", "extra"}, 2, "job file: open extra"},
 		{[]string{"nosuch"}, 2, "unknown command"},
 		{[]string{"bench", "nosuch"}, 2, "unknown command"},
 		{[]string{"bench", "run", "--target=device:/proc/version", "--size=1m"}, 1, "cfs: "},

@@ -1,6 +1,11 @@
 package clustertest
 
 import (
+	"context"
+	"fmt"
+
+	"github.com/claudefs/claudefs/controlplane/node"
+	"github.com/claudefs/claudefs/dataplane/sidecar"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -14,7 +19,18 @@ func TestClusterOf256Shards(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a 3-node cluster of real processes")
 	}
-	c := devUp(t, 3, 256)
+	for _, combining := range []bool{false, true} {
+		t.Run(fmt.Sprintf("write_combining=%v", combining), func(t *testing.T) {
+			var extra []string
+			if combining {
+				extra = append(extra, "--raft-write-combining")
+			}
+			testCluster256(t, devUp(t, 3, 256, extra...))
+		})
+	}
+}
+
+func testCluster256(t *testing.T, c *cluster) {
 	s := c.status()
 	if s.Groups.Total != 257 || s.Groups.WithLeader != 257 {
 		t.Fatalf("groups: %d with a leader of %d, want 257 of 257", s.Groups.WithLeader, s.Groups.Total)
@@ -41,6 +57,8 @@ func TestClusterOf256Shards(t *testing.T) {
 	if leading != 257 {
 		t.Fatalf("%d leaderships over the nodes, want 257 (one per group)", leading)
 	}
+
+	waitEpochPushed(t, c, s.Epoch)
 
 	t.Run("tokens", func(t *testing.T) { testTokens(t, c) })
 	t.Run("node down", func(t *testing.T) { testNodeDown(t, c) })
@@ -118,6 +136,15 @@ func testNodeDown(t *testing.T, c *cluster) {
 		return len(led) == 257
 	})
 	t.Logf("all 257 groups led by the two live nodes %v after SIGKILL", time.Since(killed).Round(time.Millisecond))
+	// The DOWN state changed the placement map: the survivors' dataplanes fence with the new epoch.
+	ns, err := nodeStatus(other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ns.Epoch <= s.Epoch {
+		t.Fatalf("placement epoch %d after a node went DOWN, was %d", ns.Epoch, s.Epoch)
+	}
+	waitEpochPushed(t, &cluster{t: t, dir: c.dir, only: []string{s.Nodes[0].Dir, s.Nodes[1].Dir}}, ns.Epoch)
 	if out, err := cfs(t, "dev", "up", "--dir", c.dir, "--wait", "90s"); err != nil {
 		t.Fatalf("restarting the node with cfs dev up: %v\n%s", err, out)
 	}
@@ -129,5 +156,28 @@ func testNodeDown(t *testing.T, c *cluster) {
 	}
 	if s.Groups.WithLeader != 257 {
 		t.Fatalf("after restart %d of 257 groups have a leader", s.Groups.WithLeader)
+	}
+}
+
+// waitEpochPushed checks, over each node's sidecar channel, that its dataplane fences with
+// (at least) the cluster's placement epoch within 5 s.
+func waitEpochPushed(t *testing.T, c *cluster, epoch uint64) {
+	t.Helper()
+	dirs := c.only
+	if dirs == nil {
+		for _, n := range c.status().Nodes {
+			dirs = append(dirs, n.Dir)
+		}
+	}
+	for _, d := range dirs {
+		sc := sidecar.NewClient(node.DataplaneSocket(d), sidecar.ClientOptions{Timeout: 2 * time.Second})
+		var got uint64
+		waitFor(t, 5*time.Second, "placement epoch pushed to the dataplane of "+d, func() bool {
+			h, err := sc.Health(context.Background())
+			got = h.Epoch
+			return err == nil && h.Epoch >= epoch
+		})
+		sc.Close()
+		t.Logf("%s: dataplane epoch %d (cluster %d)", filepath.Base(d), got, epoch)
 	}
 }

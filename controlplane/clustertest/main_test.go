@@ -57,8 +57,9 @@ type devStatus struct {
 }
 
 type cluster struct {
-	t   *testing.T
-	dir string
+	t    *testing.T
+	dir  string
+	only []string // node directories to check, when not all (waitEpochPushed)
 }
 
 func cfs(t *testing.T, args ...string) (string, error) {

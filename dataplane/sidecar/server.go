@@ -335,6 +335,14 @@ func (s *Server) call(h Handler, req Request, deadline time.Time) (resp Response
 	case resp = <-done:
 		return resp, false
 	case <-ctx.Done():
+		// The handler cancels ctx once it has answered, so both cases can be
+		// ready together and select picks at random: an answer that is
+		// there wins.
+		select {
+		case resp = <-done:
+			return resp, false
+		default:
+		}
 		return errorResponse(req.ID, &Error{Code: CodeTimeout, Message: fmt.Sprintf("%s did not finish in time (request timeout %v)", req.Op, s.opts.RequestTimeout)}), true
 	}
 }

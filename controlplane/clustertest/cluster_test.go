@@ -32,32 +32,41 @@ func TestClusterOf256Shards(t *testing.T) {
 
 func testCluster256(t *testing.T, c *cluster) {
 	s := c.status()
-	if s.Groups.Total != 257 || s.Groups.WithLeader != 257 {
-		t.Fatalf("groups: %d with a leader of %d, want 257 of 257", s.Groups.WithLeader, s.Groups.Total)
+	if s.Groups.Total != 257 || len(s.Nodes) != 3 {
+		t.Fatalf("%d groups on %d nodes, want 257 on 3", s.Groups.Total, len(s.Nodes))
 	}
-	if len(s.Nodes) != 3 {
-		t.Fatalf("%d nodes", len(s.Nodes))
-	}
-	leading := 0
 	for _, n := range s.Nodes {
 		if n.State != "HEALTHY" || n.Dataplane.Pid == 0 || n.Control.Pid == 0 {
 			t.Fatalf("node %s: state %s, dataplane pid %d, control pid %d", n.ID, n.State, n.Dataplane.Pid, n.Control.Pid)
 		}
-		ns, err := nodeStatus(n.Control.Addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		// 3 replicas on 3 nodes: every node holds every group.
-		if ns.Groups.Total != 257 {
-			t.Fatalf("%s hosts %d groups, want 257", n.ID, ns.Groups.Total)
-		}
-		leading += ns.Groups.Leading
-		t.Logf("%s leads %d groups", n.ID, ns.Groups.Leading)
 	}
-	if leading != 257 {
-		t.Fatalf("%d leaderships over the nodes, want 257 (one per group)", leading)
-	}
-
+	// Leaderships move to each shard's preferred replica a few seconds after start
+	// (a group is briefly without a leader during each transfer): wait until every
+	// group is led exactly once and the nodes lead about a third each.
+	var leads []int
+	took := waitFor(t, 30*time.Second, "every group led once, leaderships spread", func() bool {
+		leads = leads[:0]
+		total := 0
+		for _, n := range s.Nodes {
+			ns, err := nodeStatus(n.Control.Addr)
+			if err != nil {
+				return false
+			}
+			// 3 replicas on 3 nodes: every node holds every group.
+			if ns.Groups.Total != 257 {
+				t.Fatalf("%s hosts %d groups, want 257", n.ID, ns.Groups.Total)
+			}
+			leads = append(leads, ns.Groups.Leading)
+			total += ns.Groups.Leading
+		}
+		for _, l := range leads {
+			if l < 80 || l > 92 { // 85 or 86 each when settled, the cluster group's leader one more
+				return false
+			}
+		}
+		return total == 257
+	})
+	t.Logf("leaderships per node %v, settled %v after dev up", leads, took.Round(time.Millisecond))
 	waitEpochPushed(t, c, s.Epoch)
 
 	t.Run("tokens", func(t *testing.T) { testTokens(t, c) })
@@ -148,15 +157,16 @@ func testNodeDown(t *testing.T, c *cluster) {
 	if out, err := cfs(t, "dev", "up", "--dir", c.dir, "--wait", "90s"); err != nil {
 		t.Fatalf("restarting the node with cfs dev up: %v\n%s", err, out)
 	}
-	s = c.status()
-	for _, n := range s.Nodes {
+	for _, n := range c.status().Nodes {
 		if n.State != "HEALTHY" {
 			t.Fatalf("after restart %s is %s", n.ID, n.State)
 		}
 	}
-	if s.Groups.WithLeader != 257 {
-		t.Fatalf("after restart %d of 257 groups have a leader", s.Groups.WithLeader)
-	}
+	// The restarted node gets its preferred leaderships back; each transfer leaves
+	// a group leaderless for a moment.
+	waitFor(t, 30*time.Second, "every group with a leader after the restart", func() bool {
+		return c.status().Groups.WithLeader == 257
+	})
 }
 
 // waitEpochPushed checks, over each node's sidecar channel, that its dataplane fences with

@@ -2,13 +2,26 @@ package membership
 
 import (
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 )
 
 func start(t *testing.T, id string) *Membership {
 	t.Helper()
-	m, err := Start(Config{NodeID: id, Bind: "127.0.0.1:0", Meta: Meta{ClientAddr: "127.0.0.1:9" + id[len(id)-1:]}, Logf: t.Logf})
+	// memberlist's goroutines may still log after the test ends (they are shut down,
+	// not joined): t.Logf would panic then.
+	var mu sync.Mutex
+	done := false
+	t.Cleanup(func() { mu.Lock(); done = true; mu.Unlock() })
+	logf := func(f string, a ...any) {
+		mu.Lock()
+		defer mu.Unlock()
+		if !done {
+			t.Logf(f, a...)
+		}
+	}
+	m, err := Start(Config{NodeID: id, Bind: "127.0.0.1:0", Meta: Meta{ClientAddr: "127.0.0.1:9" + id[len(id)-1:]}, Logf: logf})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,7 +6,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -40,6 +42,15 @@ func ctlJSON(t *testing.T, endpoints string, v any, args ...string) {
 	if err := json.Unmarshal([]byte(out), v); err != nil {
 		t.Fatalf("cfsctl %v --json: %v\n%s", args, err, out)
 	}
+}
+
+func freeAddr(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
 }
 
 func TestHelpOnEveryCommand(t *testing.T) {
@@ -243,6 +254,60 @@ func TestAgainstDevCluster(t *testing.T) {
 		out, _, code := ctl(eps, "metrics", "--node", "node-3", "--metric", "cpu_usage,replication_lag_s3")
 		if code != 0 || !strings.Contains(out, `cpu_usage{cpu="0"}`) || !strings.Contains(out, "replication_lag_s3: not supported yet") {
 			t.Fatalf("metrics --node node-3: exit %d\n%s", code, out)
+		}
+	})
+
+	t.Run("a real Prometheus scrapes every node", func(t *testing.T) {
+		prom, err := exec.LookPath("prometheus")
+		if err != nil {
+			t.Skip("prometheus not installed (make tools installs Debian's prometheus package)")
+		}
+		pdir := t.TempDir()
+		rules, _ := filepath.Abs("../../tools/prometheus/alerts.yml")
+		cfg := fmt.Sprintf("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files: [%q]\nscrape_configs:\n  - job_name: claudefs-control\n    static_configs:\n      - targets: [%q, %q, %q]\n",
+			rules, cfgs[0].ClientAddr, cfgs[1].ClientAddr, cfgs[2].ClientAddr)
+		if err := os.WriteFile(filepath.Join(pdir, "prometheus.yml"), []byte(cfg), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		addr := freeAddr(t)
+		cmd := exec.Command(prom, "--config.file="+filepath.Join(pdir, "prometheus.yml"), "--storage.tsdb.path="+filepath.Join(pdir, "data"),
+			"--web.listen-address="+addr)
+		var log bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &log, &log
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+		query := func(q string) (int, error) {
+			resp, err := http.Get("http://" + addr + "/api/v1/query?query=" + url.QueryEscape(q))
+			if err != nil {
+				return 0, err
+			}
+			defer resp.Body.Close()
+			var r struct {
+				Data struct {
+					Result []struct {
+						Value []any `json:"value"`
+					} `json:"result"`
+				} `json:"data"`
+			}
+			if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&r); err != nil {
+				return 0, err
+			}
+			return len(r.Data.Result), nil
+		}
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(500 * time.Millisecond) {
+			up, err1 := query("up == 1")
+			groups, err2 := query("cfs_raft_groups")
+			if up == 3 && groups == 3 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("Prometheus: %d targets up, %d with cfs_raft_groups (%v, %v)\n%s", up, groups, err1, err2, log.String())
+			}
+		}
+		if n, err := query("io_read_latency_bucket"); err != nil || n == 0 {
+			t.Fatalf("io_read_latency not scraped: %d series, %v", n, err)
 		}
 	})
 

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -176,30 +177,53 @@ func (n *Node) reportOf(ctx context.Context, id, addr string, peers bool) (*Node
 	return &rep, nil
 }
 
+// ShardLeader is a shard's leader as its replicas' reports (states, each taken at a
+// slightly different moment) show it: the replica reporting itself Leader, else the
+// leader a majority of the shard's replicas name (a report caught mid-transfer of
+// leadership). It also counts the replicas running the group.
+func ShardLeader(replicas []string, reports map[string]GroupReport) (leader string, running int) {
+	named := map[string]int{}
+	for _, id := range replicas {
+		g, ok := reports[id]
+		if !ok {
+			continue
+		}
+		switch g.State {
+		case "Leader":
+			leader = id
+			running++
+		case "Follower", "Candidate":
+			if g.State == "Follower" {
+				running++
+			}
+			if g.Leader != "" {
+				named[g.Leader]++
+			}
+		}
+	}
+	if leader != "" {
+		return leader, running
+	}
+	for id, votes := range named {
+		if votes > len(replicas)/2 && slices.Contains(replicas, id) {
+			return id, running
+		}
+	}
+	return "", running
+}
+
 // shardHealth counts shards with a leader and with a majority of replicas running.
 func shardHealth(st *cluster.State, nodes []AdminNode) ShardHealth {
-	type view struct{ leader, running int }
-	views := map[uint32]*view{}
+	reports := map[uint32]map[string]GroupReport{}
 	for _, an := range nodes {
 		if an.Report == nil {
 			continue
 		}
 		for _, g := range an.Report.Groups {
-			if g.ID == ClusterGroup {
-				continue
+			if reports[g.ID] == nil {
+				reports[g.ID] = map[string]GroupReport{}
 			}
-			v := views[g.ID]
-			if v == nil {
-				v = &view{}
-				views[g.ID] = v
-			}
-			switch g.State {
-			case "Leader":
-				v.leader++
-				v.running++
-			case "Follower":
-				v.running++
-			}
+			reports[g.ID][an.ID] = g
 		}
 	}
 	h := ShardHealth{Total: len(st.ShardMap)}
@@ -209,11 +233,11 @@ func shardHealth(st *cluster.State, nodes []AdminNode) ShardHealth {
 	}
 	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
 	for _, g := range ids {
-		v := views[g]
-		if v != nil && v.leader > 0 {
+		leader, running := ShardLeader(st.ShardMap[g], reports[g])
+		if leader != "" {
 			h.WithLeader++
 		}
-		if v != nil && v.leader > 0 && v.running > len(st.ShardMap[g])/2 {
+		if leader != "" && running > len(st.ShardMap[g])/2 {
 			h.Healthy++
 		} else if len(h.Unhealthy) < 64 {
 			h.Unhealthy = append(h.Unhealthy, g)

@@ -134,13 +134,22 @@ func TestShardHealth(t *testing.T) {
 	st.ShardMap = map[uint32][]string{1: {"a", "b", "c"}, 2: {"b", "c", "a"}, 3: {"c", "a", "b"}}
 	rep := func(gs ...GroupReport) *NodeReport { return &NodeReport{Groups: gs} }
 	nodes := []AdminNode{
-		{ID: "a", Report: rep(GroupReport{ID: 1, State: "Leader"}, GroupReport{ID: 2, State: "Follower"}, GroupReport{ID: 3, State: "Candidate"})},
+		{ID: "a", Report: rep(GroupReport{ID: 1, State: "Leader"}, GroupReport{ID: 2, State: "Follower", Leader: "b"}, GroupReport{ID: 3, State: "Candidate"})},
 		{ID: "b", Report: rep(GroupReport{ID: 1, State: "Follower"}, GroupReport{ID: 2, State: "Leader"})},
 		{ID: "c"}, // did not answer
 	}
 	h := shardHealth(st, nodes)
 	if h.Total != 3 || h.WithLeader != 2 || h.Healthy != 2 || len(h.Unhealthy) != 1 || h.Unhealthy[0] != 3 {
 		t.Fatalf("%+v: want 3 shards, 2 led and healthy, shard 3 unhealthy", h)
+	}
+	// mid-transfer: nobody reports Leader, but a majority name "b"
+	mid := map[string]GroupReport{"a": {State: "Follower", Leader: "b"}, "b": {State: "Candidate", Leader: "b"}, "c": {State: "Follower", Leader: "c"}}
+	if l, running := ShardLeader([]string{"a", "b", "c"}, mid); l != "b" || running != 2 {
+		t.Fatalf("ShardLeader mid-transfer = %q, %d; want b, 2", l, running)
+	}
+	// a minority naming a leader is not enough
+	if l, _ := ShardLeader([]string{"a", "b", "c"}, map[string]GroupReport{"a": {State: "Follower", Leader: "b"}}); l != "" {
+		t.Fatalf("one follower's word made %q leader", l)
 	}
 }
 

@@ -351,21 +351,16 @@ type shardView struct {
 }
 
 func shardViews(c *node.AdminCluster) []shardView {
-	type rep struct {
-		state  string
-		term   uint64
-		commit uint64
-	}
-	by := map[uint32]map[string]rep{}
+	by := map[uint32]map[string]node.GroupReport{}
 	for _, n := range c.Nodes {
 		if n.Report == nil {
 			continue
 		}
 		for _, g := range n.Report.Groups {
 			if by[g.ID] == nil {
-				by[g.ID] = map[string]rep{}
+				by[g.ID] = map[string]node.GroupReport{}
 			}
-			by[g.ID][n.ID] = rep{g.State, g.Term, g.CommitIndex}
+			by[g.ID][n.ID] = g
 		}
 	}
 	ids := make([]uint32, 0, len(c.ShardMap))
@@ -376,14 +371,10 @@ func shardViews(c *node.AdminCluster) []shardView {
 	out := make([]shardView, 0, len(ids))
 	for _, g := range ids {
 		v := shardView{ID: g, Replicas: c.ShardMap[g]}
-		for id, r := range by[g] {
-			if r.state == "Leader" || r.state == "Follower" {
-				v.Running++
-			}
-			if r.state == "Leader" {
-				v.Leader, v.Term = id, r.term
-			}
-			v.Commit = max(v.Commit, r.commit)
+		v.Leader, v.Running = node.ShardLeader(v.Replicas, by[g])
+		for _, r := range by[g] {
+			v.Term = max(v.Term, r.Term)
+			v.Commit = max(v.Commit, r.CommitIndex)
 		}
 		v.Status = "UNHEALTHY"
 		if v.Leader != "" && v.Running > len(v.Replicas)/2 {

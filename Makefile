@@ -16,12 +16,16 @@ all: build
 build:
 	@mkdir -p $(BIN)
 	$(GO) build -o $(BIN)/cfs ./cmd/cfs
+	$(GO) build -o $(BIN)/cfsctl ./cmd/cfsctl
 
 # tools installs what the tests and benchmarks need (Debian packages).
 tools:
 	@command -v fio >/dev/null || { \
 	  echo "installing fio (benchmark baseline)"; \
 	  (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fio >/dev/null; }
+	@command -v promtool >/dev/null || { \
+	  echo "installing prometheus (promtool checks tools/prometheus/alerts.yml)"; \
+	  (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; }
 
 test: tools
 	$(GO) vet $(PKGS)
@@ -52,6 +56,8 @@ fuzz:
 	$(GO) test -run XXX -fuzz FuzzDecodeAnswers -fuzztime $(FUZZTIME) ./controlplane/kvsm/
 	$(GO) test -run XXX -fuzz FuzzApplyAndQuery -fuzztime $(FUZZTIME) ./controlplane/kvsm/
 	$(GO) test -run XXX -fuzz FuzzSnapshotStream -fuzztime $(FUZZTIME) ./controlplane/kvsm/
+	$(GO) test -run XXX -fuzz FuzzParseAlertHistory -fuzztime $(FUZZTIME) ./controlplane/node/
+	$(GO) test -run XXX -fuzz FuzzParseSince -fuzztime $(FUZZTIME) ./controlplane/node/
 
 # bench: side-by-side figures against fio on the same file (docs/benchmarks.md).
 bench: build tools

@@ -51,7 +51,7 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 	bench.AddCommand(newBenchKVCmd(stdout, stderr))
 	root.AddCommand(bench, newVersionCmd(stdout))
 	root.AddCommand(newDataplaneCmd(stderr))
-	root.AddCommand(newControlCmd(stderr), newServerCmd(stdout, stderr), newDevCmd(stdout, stderr), newAdminCmd(stdout))
+	root.AddCommand(newControlCmd(stderr), newServerCmd(stdout, stderr), newDevCmd(stdout, stderr), newAdminCmd(stdout, stderr))
 	return root
 }
 

@@ -29,6 +29,9 @@ type Host struct {
 	closed bool              // guarded by mu
 
 	client *Client
+
+	raftLogOnce sync.Once
+	raftLog     hclog.Logger // every group's raft logger is Named from it: they share its level
 }
 
 // Open opens the node's stores and starts its Raft listener. No group
@@ -273,18 +276,42 @@ func (h *Host) logf(format string, args ...any) {
 	}
 }
 
-// raftLogger adapts raft's hclog output to Logf, one call per line.
+// raftLogger adapts raft's hclog output to Logf, one call per line. Every group's logger
+// derives from one root, so SetRaftLogLevel changes all of them at once.
 func (h *Host) raftLogger(group uint32) hclog.Logger {
-	level := hclog.LevelFromString(h.cfg.RaftLogLevel)
-	if h.cfg.RaftLogLevel == "OFF" || h.cfg.Logf == nil {
+	if h.cfg.Logf == nil {
 		return hclog.NewNullLogger()
 	}
-	return hclog.New(&hclog.LoggerOptions{
-		Name:        fmt.Sprintf("raft %s group %d", h.cfg.NodeID, group),
-		Level:       level,
-		Output:      logfWriter{h.cfg.Logf},
-		DisableTime: true,
+	h.raftLogOnce.Do(func() {
+		level := hclog.LevelFromString(h.cfg.RaftLogLevel)
+		if h.cfg.RaftLogLevel == "OFF" {
+			level = hclog.Off
+		}
+		h.raftLog = hclog.New(&hclog.LoggerOptions{
+			Name:        "raft " + h.cfg.NodeID,
+			Level:       level,
+			Output:      logfWriter{h.cfg.Logf},
+			DisableTime: true,
+		})
 	})
+	return h.raftLog.Named(fmt.Sprintf("group %d", group))
+}
+
+// SetRaftLogLevel changes the log level of every group's raft library logger (TRACE,
+// DEBUG, INFO, WARN, ERROR or OFF) until the host is reopened.
+func (h *Host) SetRaftLogLevel(level string) error {
+	level = strings.ToUpper(level)
+	l := hclog.LevelFromString(level)
+	if level == "OFF" {
+		l = hclog.Off
+	} else if l == hclog.NoLevel {
+		return fmt.Errorf("multiraft: raft log level %q: want TRACE, DEBUG, INFO, WARN, ERROR or OFF", level)
+	}
+	h.raftLogger(0) // make the root if no group has yet
+	if h.raftLog != nil {
+		h.raftLog.SetLevel(l)
+	}
+	return nil
 }
 
 type logfWriter struct {

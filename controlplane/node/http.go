@@ -32,6 +32,7 @@ func (n *Node) routes() http.Handler {
 	mux.HandleFunc("POST /v1/cluster-token", n.handleToken)
 	mux.HandleFunc("POST /v1/join", n.handleJoin)
 	mux.HandleFunc("POST /v1/kv/{group}", n.handleKV)
+	n.adminRoutes(mux) // admin.go: /v1/admin/…, /metrics
 	return mux
 }
 
@@ -269,11 +270,13 @@ func (n *Node) handleKV(w http.ResponseWriter, r *http.Request) {
 		n.fail(w, http.StatusBadRequest, "bad_request", err, "")
 		return
 	}
+	start := time.Now()
 	out, err := g.Apply(ctx, cmd)
 	if err != nil {
 		n.applyFail(w, err)
 		return
 	}
+	n.observeApply(g.ID(), start)
 	res, err := kvsm.DecodeResult(out)
 	if err != nil {
 		n.fail(w, http.StatusInternalServerError, "internal", err, "")

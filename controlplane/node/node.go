@@ -57,6 +57,8 @@ type Node struct {
 
 	mu     sync.Mutex
 	shards map[uint32]*multiraft.Group // started metadata shards
+
+	adm *admin // admin API, metrics, alerts (admin*.go)
 }
 
 // Run runs the control process of the node in dir until ctx ends.
@@ -102,6 +104,8 @@ func Run(ctx context.Context, dir string, logf func(string, ...any)) error {
 		}
 	}()
 	n.joinGossip()
+	n.newAdmin()
+	defer n.adm.dp.Close()
 
 	l, err := net.Listen("tcp", cfg.ClientAddr)
 	if err != nil {
@@ -121,6 +125,7 @@ func Run(ctx context.Context, dir string, logf func(string, ...any)) error {
 	go func() { defer wg.Done(); n.reconcileLoop(loops) }()
 	go func() { defer wg.Done(); n.shardLoop(loops) }()
 	go func() { defer wg.Done(); n.epochLoop(loops) }()
+	n.startAdmin(loops, &wg)
 	<-ctx.Done()
 	logf("stopping")
 	cancel()
@@ -162,10 +167,12 @@ func (n *Node) propose(ctx context.Context, c *cluster.Command) (*cluster.Result
 	if err != nil {
 		return nil, err
 	}
+	start := time.Now()
 	out, err := n.cgroup.Apply(ctx, b)
 	if err != nil {
 		return nil, err
 	}
+	n.observeApply(ClusterGroup, start)
 	var r applyResult
 	if err := json.Unmarshal(out, &r); err != nil {
 		return nil, fmt.Errorf("cluster group result: %w", err)

@@ -301,6 +301,11 @@ func (n *Node) noShardHere(w http.ResponseWriter, r *http.Request, gid uint32, b
 	}
 	replicas, ok := st.ShardMap[gid]
 	switch {
+	case len(st.ShardMap) == 0:
+		// Just restarted: this node's copy of the cluster state catches up from
+		// the Raft log once the cluster group's leader reaches it.
+		n.fail(w, http.StatusServiceUnavailable, "starting", fmt.Errorf("%s does not know the shard map yet", n.cfg.ID), "retry in a second")
+		return
 	case !ok:
 		n.fail(w, http.StatusNotFound, "bad_request", fmt.Errorf("no metadata shard %d (the cluster has %d)", gid, len(st.ShardMap)), "")
 		return

@@ -631,3 +631,7 @@ func (d *dec) bytes(limit int) []byte {
 	d.b = d.b[n:]
 	return v
 }
+
+// EncodeRefused is the result of a command refused whole for reason, for
+// state machines that wrap KV and refuse some of its commands themselves.
+func EncodeRefused(reason string) []byte { return encodeResult(&Result{Refused: reason}) }

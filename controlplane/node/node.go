@@ -27,8 +27,8 @@ import (
 	"time"
 
 	"github.com/claudefs/claudefs/controlplane/cluster"
-	"github.com/claudefs/claudefs/controlplane/kvsm"
 	"github.com/claudefs/claudefs/controlplane/membership"
+	"github.com/claudefs/claudefs/controlplane/meta"
 	"github.com/claudefs/claudefs/controlplane/multiraft"
 	"github.com/claudefs/claudefs/dataplane/sidecar"
 	"github.com/hashicorp/raft"
@@ -121,7 +121,8 @@ func Run(ctx context.Context, dir string, logf func(string, ...any)) error {
 
 	loops, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	wg.Add(3)
+	wg.Add(4)
+	go func() { defer wg.Done(); n.resolveLoop(loops) }()
 	go func() { defer wg.Done(); n.reconcileLoop(loops) }()
 	go func() { defer wg.Done(); n.shardLoop(loops) }()
 	go func() { defer wg.Done(); n.epochLoop(loops) }()
@@ -362,7 +363,7 @@ func (n *Node) startShards() error {
 		if !mine || running {
 			continue
 		}
-		grp, err := n.host.StartGroup(g, kvsm.KV{}, servers)
+		grp, err := n.host.StartGroup(g, meta.ShardSM{Shard: g}, servers)
 		if err != nil {
 			return fmt.Errorf("shard %d: %w", g, err)
 		}

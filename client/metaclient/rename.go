@@ -67,6 +67,29 @@ func (c *Client) rename(ctx context.Context, p1 meta.Ino, n1 string, p2 meta.Ino
 		return syscall.EEXIST
 	case exists && I == T:
 		return nil // the same inode: nothing to do
+	}
+	// The kernel's order: a source that is an ancestor of the target is
+	// EINVAL, a target that is an ancestor of the source ENOTEMPTY, and
+	// only then do the types matter. (Checked again under the rename lock
+	// below; these reads only choose the errno.)
+	if p1 != p2 {
+		if iDir {
+			if err := c.notInside(ctx, p2, I, 0); err != nil {
+				return err
+			}
+		}
+		if tDir {
+			if err := c.notInside(ctx, p1, T, 0); err == syscall.EINVAL {
+				if exchange {
+					return syscall.EINVAL
+				}
+				return syscall.ENOTEMPTY
+			} else if err != nil {
+				return err
+			}
+		}
+	}
+	switch {
 	case !exchange && exists && iDir && !tDir:
 		return syscall.ENOTDIR
 	case !exchange && exists && !iDir && tDir:

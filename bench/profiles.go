@@ -17,6 +17,9 @@ type Profile struct {
 	// store:, dataplane:); otherwise it names the kind of target the
 	// profile needs and that cfs bench does not have yet.
 	Needs string
+	// Runs, when set, names the targets of a profile that is not a fio
+	// job (the metadata benchmark, RunMetadata).
+	Runs string
 }
 
 // blockCommon is what every block profile shares: 1 GiB per job (the
@@ -37,9 +40,9 @@ var profiles = []Profile{
 	{Name: "small-files", Description: "many small files written whole and read back: 4-64 KiB each, 10000 files, 32 open at a time",
 		Options: "rw=write bssplit=4k/40:16k/40:64k/20 nrfiles=10000 filesize=4k-64k openfiles=32 create_on_open=1 fsync_on_close=1 direct=1",
 		Needs:   "a dir: or cluster: target (files in a file system)"},
-	{Name: "metadata", Description: "file creates, stats and deletes in one directory: metadata operations per second",
-		Options: "ioengine=filecreate nrfiles=10000 filesize=0; then ioengine=filestat; then ioengine=filedelete",
-		Needs:   "a dir: or cluster: target (files in a file system)"},
+	{Name: "metadata", Description: "mdtest-like: --numjobs clients create --files files each in --dirs shared directories, then stat, list and unlink them: metadata operations per second",
+		Options: "numjobs=16 dirs=64 files=2000 (phases create, stat, readdir, unlink)",
+		Runs:    "cluster:ADDR (the metadata service itself; cfs dev status --json lists the addresses)"},
 }
 
 // Profiles lists the built-in profiles in a fixed order.
@@ -47,7 +50,7 @@ func Profiles() []Profile { return append([]Profile(nil), profiles...) }
 
 // FioFlags renders the profile's options as fio command-line flags.
 func (p Profile) FioFlags() string {
-	if p.Needs != "" {
+	if p.Needs != "" || p.Runs != "" {
 		return p.Options
 	}
 	f := strings.Fields(p.Options)
@@ -68,6 +71,9 @@ func ProfileJobFile(name string) (*JobFile, error) {
 		if p.Needs != "" {
 			return nil, Usagef("profile %s needs %s, which cfs bench does not support yet", name, p.Needs)
 		}
+		if p.Runs != "" {
+			return nil, Usagef("profile %s is not a fio job: it runs against %s", name, p.Runs)
+		}
 		text := "[" + p.Name + "]\n" + strings.Join(strings.Fields(p.Options), "\n") + "\n"
 		return ParseJobFile("profile "+name, []byte(text))
 	}
@@ -83,10 +89,17 @@ func WriteProfiles(w io.Writer) error {
 	var b strings.Builder
 	for _, p := range profiles {
 		fmt.Fprintf(&b, "%-13s %s\n", p.Name, p.Description)
-		fmt.Fprintf(&b, "%-13s fio: %s\n", "", p.FioFlags())
-		if p.Needs != "" {
+		label := "fio"
+		if p.Runs != "" {
+			label = "options"
+		}
+		fmt.Fprintf(&b, "%-13s %s: %s\n", "", label, p.FioFlags())
+		switch {
+		case p.Runs != "":
+			fmt.Fprintf(&b, "%-13s targets: %s\n", "", p.Runs)
+		case p.Needs != "":
 			fmt.Fprintf(&b, "%-13s needs %s: not supported yet\n", "", p.Needs)
-		} else {
+		default:
 			fmt.Fprintf(&b, "%-13s targets: device:, store:, dataplane:\n", "")
 		}
 	}

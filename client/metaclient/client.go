@@ -24,6 +24,7 @@ import (
 	"github.com/claudefs/claudefs/controlplane/cluster"
 	"github.com/claudefs/claudefs/controlplane/meta"
 	"github.com/claudefs/claudefs/controlplane/multiraft"
+	"github.com/claudefs/claudefs/controlplane/node"
 )
 
 // clusterGroup is the Raft group of the cluster map.
@@ -100,7 +101,11 @@ func (c *Client) Close() error { return c.rc.Close() }
 
 // loadMap reads the cluster map from the first of addrs that answers.
 func (c *Client) loadMap(ctx context.Context, addrs []string) error {
-	var errs []string
+	return c.loadMapFrom(ctx, addrs, nil)
+}
+
+func (c *Client) loadMapFrom(ctx context.Context, addrs []string, errs []string) error {
+	tried := len(errs)
 	for _, a := range addrs {
 		a = strings.TrimSpace(a)
 		if a == "" {
@@ -138,6 +143,25 @@ func (c *Client) loadMap(ctx context.Context, addrs []string) error {
 	}
 	if len(errs) == 0 {
 		return errors.New("metaclient: no cluster address given")
+	}
+	if tried > 0 {
+		return fmt.Errorf("metaclient: no control process gave the cluster map: %s", strings.Join(errs, "; "))
+	}
+	// None was a Raft address: ask them as client-API addresses for the
+	// nodes' Raft addresses.
+	api := node.NewClient(3 * time.Second)
+	for _, a := range addrs {
+		st, err := api.Status(ctx, strings.TrimSpace(a), false)
+		if err != nil {
+			continue
+		}
+		var raftAddrs []string
+		for _, n := range st.Nodes {
+			raftAddrs = append(raftAddrs, n.RaftAddr)
+		}
+		if len(raftAddrs) > 0 {
+			return c.loadMapFrom(ctx, raftAddrs, errs)
+		}
 	}
 	return fmt.Errorf("metaclient: no control process gave the cluster map (give Raft addresses, `cfs dev status --json` lists them): %s", strings.Join(errs, "; "))
 }

@@ -300,8 +300,8 @@ func randomOp(r *rand.Rand, paths []string, root string) modelOp {
 	}
 }
 
-// node is one file of a tree as both sides describe it.
-type node struct {
+// treeNode is one file of a tree as both sides describe it.
+type treeNode struct {
 	mode   uint32
 	nlink  uint32
 	size   int64
@@ -310,13 +310,13 @@ type node struct {
 	id     uint64 // the inode, for the hard-link structure
 }
 
-func (n node) String() string {
+func (n treeNode) String() string {
 	return fmt.Sprintf("mode %o nlink %d size %d target %q xattr %q", n.mode, n.nlink, n.size, n.target, n.xattr)
 }
 
-func localTree(t *testing.T, root string) map[string]node {
+func localTree(t *testing.T, root string) map[string]treeNode {
 	t.Helper()
-	out := map[string]node{}
+	out := map[string]treeNode{}
 	err := filepath.Walk(root, func(p string, _ os.FileInfo, err error) error {
 		if err != nil || p == root {
 			return err
@@ -325,7 +325,7 @@ func localTree(t *testing.T, root string) map[string]node {
 		if err := unix.Lstat(p, &st); err != nil {
 			return err
 		}
-		n := node{mode: st.Mode, nlink: uint32(st.Nlink), id: st.Ino}
+		n := treeNode{mode: st.Mode, nlink: uint32(st.Nlink), id: st.Ino}
 		switch st.Mode & unix.S_IFMT {
 		case unix.S_IFREG, unix.S_IFLNK:
 			n.size = st.Size
@@ -355,9 +355,9 @@ func withBase(ctx context.Context, base meta.Ino) context.Context {
 	return context.WithValue(ctx, baseKey{}, base)
 }
 
-func serviceTree(ctx context.Context, t *testing.T, c *Client, top meta.Ino) map[string]node {
+func serviceTree(ctx context.Context, t *testing.T, c *Client, top meta.Ino) map[string]treeNode {
 	t.Helper()
-	out := map[string]node{}
+	out := map[string]treeNode{}
 	var walk func(dir meta.Ino, prefix string)
 	walk = func(dir meta.Ino, prefix string) {
 		after := ""
@@ -379,7 +379,7 @@ func serviceTree(ctx context.Context, t *testing.T, c *Client, top meta.Ino) map
 				if prefix != "" {
 					p = prefix + "/" + e.Name
 				}
-				n := node{mode: in.Mode, nlink: in.Nlink, target: in.Target, id: uint64(in.Ino)}
+				n := treeNode{mode: in.Mode, nlink: in.Nlink, target: in.Target, id: uint64(in.Ino)}
 				if !meta.IsDir(in.Mode) {
 					n.size = int64(in.Size)
 				}
@@ -401,7 +401,7 @@ func serviceTree(ctx context.Context, t *testing.T, c *Client, top meta.Ino) map
 	return out
 }
 
-func compareTrees(t *testing.T, step string, local, svc map[string]node) {
+func compareTrees(t *testing.T, step string, local, svc map[string]treeNode) {
 	t.Helper()
 	var diffs []string
 	ids := map[uint64]uint64{} // local inode → service inode
@@ -500,7 +500,7 @@ func (s *subtree) run(ctx context.Context, op modelOp) error {
 	return op.svc(withBase(ctx, s.base), s.c)
 }
 
-func (s *subtree) tree(ctx context.Context, t *testing.T) map[string]node {
+func (s *subtree) tree(ctx context.Context, t *testing.T) map[string]treeNode {
 	return serviceTree(ctx, t, s.c, s.base)
 }
 

@@ -57,6 +57,8 @@ func newBenchRunCmd(stdout, stderr io.Writer) *cobra.Command {
 		profile   string
 		compare   string
 		threshold string
+		mdDirs    int
+		mdFiles   int
 	)
 	cmd := &cobra.Command{
 		Use:                   "run [--target KIND:ARG] [--profile NAME] [fio flags] [JOBFILE]",
@@ -101,6 +103,12 @@ Targets:
 		Example: benchRunExample,
 		Args:    cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if profile == "metadata" {
+				return runMetadataBench(cmd, &flags, args, mdDirs, mdFiles, stdout, stderr)
+			}
+			if cmd.Flags().Changed("dirs") || cmd.Flags().Changed("files") {
+				return bench.Usagef("--dirs and --files belong to --profile metadata")
+			}
 			specs, err := benchSpecs(cmd, &flags, profile, args)
 			if err != nil {
 				return err
@@ -120,6 +128,8 @@ Targets:
 	cmd.Flags().StringVar(&profile, "profile", "", "run a built-in profile (cfs bench profiles lists them); flags given override its options")
 	cmd.Flags().StringVar(&compare, "compare", "", "compare with BASELINE.json, an earlier fio-format JSON report; fail when a figure is worse than --compare-threshold")
 	cmd.Flags().StringVar(&threshold, "compare-threshold", "10%", "how much worse than the baseline a figure may be, in percent")
+	cmd.Flags().IntVar(&mdDirs, "dirs", 64, "--profile metadata: directories the clients share")
+	cmd.Flags().IntVar(&mdFiles, "files", 2000, "--profile metadata: files each client creates")
 	cmd.Flags().SortFlags = false
 	return cmd
 }

@@ -53,7 +53,7 @@ var short = []Option{{Key: "size", Value: "8m"}, {Key: "runtime", Value: "300ms"
 func blockProfiles() []string {
 	var names []string
 	for _, p := range Profiles() {
-		if p.Needs == "" {
+		if p.Needs == "" && p.Runs == "" {
 			names = append(names, p.Name)
 		}
 	}
@@ -71,11 +71,11 @@ func TestProfilesList(t *testing.T) {
 			t.Errorf("profile %d: %+v", i, p)
 		}
 	}
-	for _, name := range []string{"small-files", "metadata"} {
-		_, err := ProfileJobFile(name)
-		if err == nil || !IsUsage(err) || !strings.Contains(err.Error(), "needs a dir: or cluster: target") || !strings.Contains(err.Error(), "not support") {
-			t.Errorf("profile %s: %v", name, err)
-		}
+	if _, err := ProfileJobFile("small-files"); err == nil || !IsUsage(err) || !strings.Contains(err.Error(), "needs a dir: or cluster: target") || !strings.Contains(err.Error(), "not support") {
+		t.Errorf("profile small-files: %v", err)
+	}
+	if _, err := ProfileJobFile("metadata"); err == nil || !IsUsage(err) || !strings.Contains(err.Error(), "not a fio job: it runs against cluster:ADDR") {
+		t.Errorf("profile metadata: %v", err)
 	}
 	if _, err := ProfileJobFile("nosuch"); err == nil || !strings.Contains(err.Error(), "randread-4k, randwrite-4k") {
 		t.Errorf("unknown profile: %v", err)
@@ -84,7 +84,7 @@ func TestProfilesList(t *testing.T) {
 	if err := WriteProfiles(&b); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"randread-4k", "fio: --rw=randread --bs=4k --iodepth=32", "mixed-70-30", "--rwmixread=70", "small-files", "needs a dir: or cluster: target"} {
+	for _, want := range []string{"randread-4k", "fio: --rw=randread --bs=4k --iodepth=32", "mixed-70-30", "--rwmixread=70", "small-files", "needs a dir: or cluster: target", "metadata", "targets: cluster:ADDR"} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("profiles list lacks %q:\n%s", want, b.String())
 		}

@@ -58,6 +58,9 @@ fuzz:
 	$(GO) test -run XXX -fuzz FuzzSnapshotStream -fuzztime $(FUZZTIME) ./controlplane/kvsm/
 	$(GO) test -run XXX -fuzz FuzzParseAlertHistory -fuzztime $(FUZZTIME) ./controlplane/node/
 	$(GO) test -run XXX -fuzz FuzzParseSince -fuzztime $(FUZZTIME) ./controlplane/node/
+	$(GO) test -run XXX -fuzz FuzzDecodeCommand -fuzztime $(FUZZTIME) ./controlplane/meta/
+	$(GO) test -run XXX -fuzz FuzzDecodeAnswers -fuzztime $(FUZZTIME) ./controlplane/meta/
+	$(GO) test -run XXX -fuzz FuzzApply -fuzztime $(FUZZTIME) ./controlplane/meta/
 
 # bench: side-by-side figures against fio on the same file (docs/benchmarks.md).
 bench: build tools

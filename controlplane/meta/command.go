@@ -30,8 +30,9 @@ const (
 	// PartSetEntry makes Parent/Name, which must name ExpectIno, name Ino
 	// of type Mode instead (RENAME_EXCHANGE).
 	PartSetEntry
-	// PartLink adds Delta to Ino's nlink (FlagMustNotBeDir: EPERM for a
-	// directory). An inode whose nlink reaches 0 is deleted.
+	// PartLink adds Delta to Ino's nlink (EPERM for a directory, whose
+	// links only entries change). An inode whose nlink reaches 0 is
+	// deleted.
 	PartLink
 	// PartDeleteDir deletes the directory Ino, which must be empty
 	// (ENOTEMPTY).

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"sort"
 	"syscall"
 
 	"github.com/claudefs/claudefs/controlplane/kvsm"
@@ -450,11 +449,11 @@ func (t *tx) del(key []byte) error        { return t.put(key, nil, false) }
 // counter reads a shard counter; counters are never locked (a prepared
 // create must not stop the shard's other creates).
 func (t *tx) counter(kind byte) (uint64, error) {
-	k := string(key1(kind))
-	if o, ok := t.ov[k]; ok {
+	key := key1(kind)
+	if o, ok := t.ov[string(key)]; ok {
 		return u64(o.value), nil
 	}
-	v, _, err := t.w.Get(key1(kind))
+	v, _, err := t.w.Get(key)
 	return u64(v), err
 }
 
@@ -664,7 +663,7 @@ func (t *tx) part(p *Part) error {
 			if isDir {
 				err = t.deleteDir(cur.ino)
 			} else {
-				err = t.link(cur.ino, -1, 0)
+				err = t.link(cur.ino, -1)
 			}
 			if err != nil {
 				return err
@@ -701,7 +700,7 @@ func (t *tx) part(p *Part) error {
 		return t.putInode(&parent)
 
 	case PartLink:
-		return t.link(p.Ino, p.Delta, p.Flags)
+		return t.link(p.Ino, p.Delta)
 
 	case PartDeleteDir:
 		return t.deleteDir(p.Ino)
@@ -710,6 +709,9 @@ func (t *tx) part(p *Part) error {
 		in, err := t.dir(p.Ino)
 		if err != nil {
 			return err
+		}
+		if p.Ino == RootIno {
+			return t.fail(errno(syscall.EBUSY))
 		}
 		in.Parent = p.Parent
 		in.Ctime = now
@@ -855,12 +857,14 @@ func (t *tx) create(p *Part) error {
 }
 
 // link adds delta to a local inode's nlink, deleting it at 0.
-func (t *tx) link(ino Ino, delta int32, flags uint32) error {
+func (t *tx) link(ino Ino, delta int32) error {
 	in, err := t.inode(ino)
 	if err != nil {
 		return err
 	}
-	if flags&FlagMustNotBeDir != 0 && IsDir(in.Mode) {
+	if IsDir(in.Mode) {
+		// A directory's links are its entry and its subdirectories'
+		// "..": entries keep them, never a link count change.
 		return t.fail(errno(syscall.EPERM))
 	}
 	n := int64(in.Nlink) + int64(delta)
@@ -1083,18 +1087,4 @@ func (t *tx) setXattr(p *Part) error {
 	}
 	in.Ctime = t.cmd.Time
 	return t.putInode(&in)
-}
-
-// sortedShards returns s sorted and without duplicates.
-func sortedShards(s []uint32) []uint32 {
-	out := append([]uint32(nil), s...)
-	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
-	j := 0
-	for i, v := range out {
-		if i == 0 || v != out[j-1] {
-			out[j] = v
-			j++
-		}
-	}
-	return out[:j]
 }

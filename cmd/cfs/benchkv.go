@@ -57,7 +57,15 @@ It prints commits per second and the latency of a commit.`,
 			if err != nil {
 				return err
 			}
-			res, err := benchKV(eps, clients, valueSize, runtime, stderr)
+			creds := node.FindCreds("", "", "", "/var/lib/cfs")
+			if dir != "" {
+				creds = devCreds(dir)
+			}
+			api, err := creds.Client(10 * time.Second)
+			if err != nil {
+				return &runtimeError{err}
+			}
+			res, err := benchKV(api, eps, clients, valueSize, runtime, stderr)
 			if err != nil {
 				return &runtimeError{err}
 			}
@@ -133,8 +141,7 @@ func kvLeaders(ctx context.Context, c *node.Client, eps []string) (map[uint32]st
 	return leaders, nil
 }
 
-func benchKV(eps []string, clients, valueSize int, runtime time.Duration, stderr io.Writer) (*kvBenchResult, error) {
-	api := node.NewClient(10 * time.Second)
+func benchKV(api *node.Client, eps []string, clients, valueSize int, runtime time.Duration, stderr io.Writer) (*kvBenchResult, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	leaders, err := kvLeaders(ctx, api, eps)
 	cancel()

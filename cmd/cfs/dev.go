@@ -18,6 +18,7 @@ import (
 
 	"github.com/claudefs/claudefs/controlplane/cluster"
 	"github.com/claudefs/claudefs/controlplane/node"
+	"github.com/claudefs/claudefs/controlplane/pki"
 	"github.com/claudefs/claudefs/controlplane/supervise"
 	"github.com/spf13/cobra"
 )
@@ -107,7 +108,6 @@ func devUp(dir string, nodes, shards int, deviceSize string, combining bool, wai
 			stopNodes(dir, started, io.Discard)
 		}
 	}()
-	client := node.NewClient(10 * time.Second)
 	if !fresh {
 		for _, n := range dc.Nodes {
 			if supervisorAlive(filepath.Join(dir, n)) {
@@ -139,6 +139,10 @@ func devUp(dir string, nodes, shards int, deviceSize string, combining bool, wai
 			if i == 1 {
 				args = append(args[:1], append([]string{"bootstrap", "--cluster-name", dc.Name, "--initial-nodes", strconv.Itoa(nodes), "--shards", strconv.Itoa(shards)}, args[1:]...)...)
 			} else {
+				client, err := devCreds(dir).Client(10 * time.Second)
+				if err != nil {
+					return &runtimeError{err}
+				}
 				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 				tok, err := retryToken(ctx, client, seed)
 				cancel()
@@ -164,6 +168,9 @@ func devUp(dir string, nodes, shards int, deviceSize string, combining bool, wai
 					return &runtimeError{err}
 				}
 				seed = c.ClientAddr
+				if err := writeDevCreds(dir, nd); err != nil {
+					return &runtimeError{fmt.Errorf("writing the dev cluster's client certificate: %w", err)}
+				}
 			}
 			fmt.Fprintf(stderr, "node %d of %d started\n", i, nodes)
 		}
@@ -302,7 +309,7 @@ type devProcJSON struct {
 
 func devStatus(dir string, dc *devCluster) *devStatusJSON {
 	st := &devStatusJSON{Dir: dir, Cluster: dc.Name}
-	client := node.NewClient(3 * time.Second)
+	client, cerr := devCreds(dir).Client(3 * time.Second)
 	type groupView struct{ leader bool }
 	groups := map[uint32]*groupView{}
 	states := map[string]cluster.NodeState{}
@@ -324,6 +331,11 @@ func devStatus(dir string, dc *devCluster) *devStatusJSON {
 					*dst = pids[name]
 				}
 			}
+		}
+		if cerr != nil {
+			n.Error = cerr.Error()
+			st.Nodes = append(st.Nodes, n)
+			continue
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		s, err := client.Status(ctx, c.ClientAddr, true)
@@ -525,7 +537,9 @@ func newDevEnvCmd(stdout io.Writer) *cobra.Command {
 		Use:   "env [--dir DIR]",
 		Short: "Print the export lines that point cfs admin at the local cluster",
 		Long: `env prints shell export lines for the dev cluster in --dir: CFS_ENDPOINT (the
-nodes' client API addresses, read by 'cfs admin') and CFS_DATAPLANES (their
+nodes' client API addresses, read by 'cfs admin' and cfsctl), CLAUDEFS_CERT and
+CLAUDEFS_CA (the dev cluster's operator certificate and key, DIR/admin.pem, and
+its CA, DIR/ca.crt, which 'cfs dev up' wrote) and CFS_DATAPLANES (the
 dataplane addresses, for 'cfs bench run --target dataplane:ADDR').`,
 		Example: `  eval "$(cfs dev env --dir /tmp/cfs-dev)"`,
 		Args:    cobra.NoArgs,
@@ -545,10 +559,50 @@ dataplane addresses, for 'cfs bench run --target dataplane:ADDR').`,
 				return &runtimeError{fmt.Errorf("no node config readable under %s", dir)}
 			}
 			fmt.Fprintf(stdout, "export CFS_ENDPOINT=%s\n", strings.Join(eps, ","))
+			cr := devCreds(dir)
+			for _, kv := range [][2]string{{node.EnvCert, cr.Cert}, {node.EnvCA, cr.CA}} {
+				abs, err := filepath.Abs(kv[1])
+				if err != nil {
+					return &runtimeError{err}
+				}
+				fmt.Fprintf(stdout, "export %s=%s\n", kv[0], shellQuote(abs))
+			}
 			fmt.Fprintf(stdout, "export CFS_DATAPLANES=%s\n", strings.Join(dps, ","))
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&dir, "dir", "./cfs-dev", "directory holding the cluster")
 	return cmd
+}
+
+// devCreds are the operator credentials `cfs dev up` writes into a dev cluster's directory.
+func devCreds(dir string) node.Creds {
+	return node.Creds{CA: filepath.Join(dir, "ca.crt"), Cert: filepath.Join(dir, "admin.pem")}
+}
+
+// writeDevCreds copies the first node's CA certificate and operator certificate (made by
+// `cfs server bootstrap`) to where devCreds finds them.
+func writeDevCreds(dir, firstNode string) error {
+	cr := devCreds(dir)
+	for _, f := range []struct {
+		from, to string
+		perm     os.FileMode
+	}{{node.CAFile(firstNode), cr.CA, 0o644}, {node.AdminFile(firstNode), cr.Cert, 0o600}} {
+		b, err := pki.ReadFile(f.from)
+		if err != nil {
+			return err
+		}
+		if err := pki.WriteFile(f.to, b, f.perm); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// shellQuote quotes s for a POSIX shell when it holds anything but safe characters.
+func shellQuote(s string) string {
+	if strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/._-+:,=@") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/claudefs/claudefs/controlplane/node"
+	"github.com/claudefs/claudefs/controlplane/pki"
 	"github.com/claudefs/claudefs/controlplane/supervise"
 	"github.com/spf13/cobra"
 )
@@ -147,7 +148,11 @@ func newServerBootstrapCmd(stdout, stderr io.Writer) *cobra.Command {
 The cluster group starts with this node alone; the metadata shards (--shards
 Raft groups of 3 replicas) are placed across the nodes once --initial-nodes
 of them have joined ('cfs server join' with tokens from 'cfs admin
-cluster-token').`,
+cluster-token').
+
+It also makes the cluster's CA and certificates in DIR/tls/: ca.crt, ca.key
+(0600), the node's node.crt and node.key, and admin.pem, an operator's client
+certificate and key for cfsctl (export CLAUDEFS_CERT=DIR/tls/admin.pem).`,
 		Example: `  cfs server bootstrap --cluster-name prod-1 --initial-nodes 3 --shards 256 --dir /var/lib/cfs --host 10.0.0.1`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -164,10 +169,14 @@ cluster-token').`,
 				return err
 			}
 			c.ID, c.ClusterName, c.Bootstrap = "node-1", b.ClusterName, &b
+			if err := node.InitClusterTLS(f.dir, c); err != nil {
+				return &runtimeError{fmt.Errorf("making the cluster CA and certificates in %s: %w", node.TLSDir(f.dir), err)}
+			}
 			if err := node.SaveConfig(f.dir, c); err != nil {
 				return &runtimeError{err}
 			}
-			fmt.Fprintf(stdout, "node-1 of cluster %q made in %s (client API %s)\n", b.ClusterName, f.dir, c.ClientAddr)
+			fmt.Fprintf(stdout, "node-1 of cluster %q made in %s (client API https://%s)\n", b.ClusterName, f.dir, c.ClientAddr)
+			fmt.Fprintf(stdout, "cluster CA %s; an operator's client certificate: export CLAUDEFS_CERT=%s CLAUDEFS_CA=%s\n", node.CAFile(f.dir), node.AdminFile(f.dir), node.CAFile(f.dir))
 			if f.initOnly {
 				return nil
 			}
@@ -204,7 +213,12 @@ func newServerJoinCmd(stdout, stderr io.Writer) *cobra.Command {
 		Long: `join asks the cluster at --seed (any member's client API address) to admit this
 machine with a join token from 'cfs admin cluster-token'. A token admits one
 node and expires an hour after it was made; a used or expired token is
-refused with a message saying which. The cluster names the node (node-N).`,
+refused with a message saying which. The cluster names the node (node-N).
+
+The token also carries the pin (SHA-256 of the public key) of the cluster's CA:
+join talks to --seed over TLS without a client certificate, trusts it only if
+that CA signed its certificate, and receives in the answer the CA and this
+node's certificate (DIR/tls/), signed for a key made here.`,
 		Example: `  cfs server join --token "$TOKEN" --seed 10.0.0.1:7412 --dir /var/lib/cfs --host 10.0.0.2`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -214,17 +228,32 @@ refused with a message saying which. The cluster names the node (node-N).`,
 			if token == "" || seed == "" {
 				return errors.New("--token (or $JOIN_TOKEN) and --seed are required")
 			}
+			secret, pin, err := node.SplitJoinToken(token)
+			if err != nil {
+				return err
+			}
 			c, err := f.nodeConfig()
 			if err != nil {
 				return err
 			}
+			key, err := pki.NewKey()
+			if err != nil {
+				return &runtimeError{err}
+			}
+			csr, err := pki.NewCSR(key)
+			if err != nil {
+				return &runtimeError{err}
+			}
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			resp, err := node.NewClient(20*time.Second).Join(ctx, seed, &node.JoinRequest{
-				Token: token, RaftAddr: c.RaftAddr, GossipAddr: c.GossipAddr, ClientAddr: c.ClientAddr, DataplaneAddr: c.DataplaneAddr, Devices: 1,
+			resp, err := node.NewClient(20*time.Second, node.JoinTLS(pin)).Join(ctx, seed, &node.JoinRequest{
+				Token: secret, RaftAddr: c.RaftAddr, GossipAddr: c.GossipAddr, ClientAddr: c.ClientAddr, DataplaneAddr: c.DataplaneAddr, Devices: 1, CSR: string(csr),
 			})
 			if err != nil {
 				return &runtimeError{fmt.Errorf("joining through %s: %w", seed, err)}
+			}
+			if err := node.InstallJoinTLS(f.dir, resp, key, pin); err != nil {
+				return &runtimeError{fmt.Errorf("%s was admitted as %s but its certificates could not be installed in %s: %w", f.dir, resp.NodeID, node.TLSDir(f.dir), err)}
 			}
 			c.ID, c.ClusterName, c.Seeds = resp.NodeID, resp.ClusterName, resp.Seeds
 			if err := node.SaveConfig(f.dir, c); err != nil {

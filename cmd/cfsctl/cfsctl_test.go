@@ -62,7 +62,19 @@ func TestHelpOnEveryCommand(t *testing.T) {
 			t.Errorf("%s --help: exit %d, example shown: %v", c, code, strings.Contains(out, "Examples:"))
 		}
 	}
+	// no client certificate: exit 1, saying where to get one
+	t.Setenv(node.EnvCert, "")
+	t.Setenv(node.EnvCA, "")
+	if _, errs, code := ctl("127.0.0.1:1", "status", "--node-dir", t.TempDir()); code != 1 || !strings.Contains(errs, "set CLAUDEFS_CERT (cfs dev env prints it)") {
+		t.Errorf("status without a certificate: exit %d: %s", code, errs)
+	}
 	// a node that is not there: exit 1, naming the address and what to try
+	certs := t.TempDir()
+	if err := node.InitClusterTLS(certs, &node.Config{ID: "node-1", ClusterName: "t", ClientAddr: "127.0.0.1:1"}); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv(node.EnvCert, node.AdminFile(certs))
+	t.Setenv(node.EnvCA, node.CAFile(certs))
 	_, errs, code := ctl("127.0.0.1:1", "status")
 	if code != 1 || !strings.Contains(errs, "127.0.0.1:1") || !strings.Contains(errs, "unreachable") {
 		t.Errorf("status against nothing: exit %d: %s", code, errs)
@@ -96,6 +108,24 @@ func TestAgainstDevCluster(t *testing.T) {
 			t.Errorf("cfs dev down: %v\n%s", err, out)
 		}
 	})
+	// As an operator would: eval "$(cfs dev env --dir DIR)".
+	env, err := exec.Command(cfs, "dev", "env", "--dir", dir).Output()
+	if err != nil {
+		t.Fatalf("cfs dev env: %v", err)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(env)), "\n") {
+		k, v, ok := strings.Cut(strings.TrimPrefix(line, "export "), "=")
+		if !ok {
+			t.Fatalf("cfs dev env: line %q", line)
+		}
+		t.Setenv(k, v)
+	}
+	creds := node.FindCreds("", "", "", "")
+	tc, err := creds.TLSConfig()
+	if err != nil {
+		t.Fatalf("the credentials cfs dev env names: %v", err)
+	}
+	https := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: tc}}
 	var nodeDirs []string
 	var cfgs []*node.Config
 	for i := 1; i <= 3; i++ {
@@ -233,7 +263,7 @@ func TestAgainstDevCluster(t *testing.T) {
 	})
 
 	t.Run("metrics", func(t *testing.T) {
-		resp, err := http.Get("http://" + cfgs[0].ClientAddr + "/metrics")
+		resp, err := https.Get("https://" + cfgs[0].ClientAddr + "/metrics")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -264,8 +294,9 @@ func TestAgainstDevCluster(t *testing.T) {
 		}
 		pdir := t.TempDir()
 		rules, _ := filepath.Abs("../../tools/prometheus/alerts.yml")
-		cfg := fmt.Sprintf("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files: [%q]\nscrape_configs:\n  - job_name: claudefs-control\n    static_configs:\n      - targets: [%q, %q, %q]\n",
-			rules, cfgs[0].ClientAddr, cfgs[1].ClientAddr, cfgs[2].ClientAddr)
+		cfg := fmt.Sprintf("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files: [%q]\nscrape_configs:\n"+
+			"  - job_name: claudefs-control\n    scheme: https\n    tls_config: {ca_file: %q, cert_file: %q, key_file: %q}\n    static_configs:\n      - targets: [%q, %q, %q]\n",
+			rules, creds.CA, creds.Cert, creds.Cert, cfgs[0].ClientAddr, cfgs[1].ClientAddr, cfgs[2].ClientAddr)
 		if err := os.WriteFile(filepath.Join(pdir, "prometheus.yml"), []byte(cfg), 0o644); err != nil {
 			t.Fatal(err)
 		}

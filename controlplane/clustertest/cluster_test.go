@@ -48,7 +48,7 @@ func testCluster256(t *testing.T, c *cluster) {
 		leads = leads[:0]
 		total := 0
 		for _, n := range s.Nodes {
-			ns, err := nodeStatus(n.Control.Addr)
+			ns, err := c.nodeStatus(n.Control.Addr)
 			if err != nil {
 				return false
 			}
@@ -117,7 +117,7 @@ func testNodeDown(t *testing.T, c *cluster) {
 	killNode(t, 3, victim.SupervisorPid, victim.Control.Pid, victim.Dataplane.Pid)
 	killed := time.Now()
 	took := waitFor(t, 5*time.Second, victim.ID+" recorded DOWN", func() bool {
-		ns, err := nodeStatus(other)
+		ns, err := c.nodeStatus(other)
 		if err != nil {
 			return false
 		}
@@ -132,7 +132,7 @@ func testNodeDown(t *testing.T, c *cluster) {
 	waitFor(t, 15*time.Second, "every group led by a live node", func() bool {
 		led := map[uint32]bool{}
 		for _, n := range s.Nodes[:2] {
-			ns, err := nodeStatus(n.Control.Addr)
+			ns, err := c.nodeStatus(n.Control.Addr)
 			if err != nil {
 				return false
 			}
@@ -146,7 +146,7 @@ func testNodeDown(t *testing.T, c *cluster) {
 	})
 	t.Logf("all 257 groups led by the two live nodes %v after SIGKILL", time.Since(killed).Round(time.Millisecond))
 	// The DOWN state changed the placement map: the survivors' dataplanes fence with the new epoch.
-	ns, err := nodeStatus(other)
+	ns, err := c.nodeStatus(other)
 	if err != nil {
 		t.Fatal(err)
 	}

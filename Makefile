@@ -58,6 +58,9 @@ fuzz:
 	$(GO) test -run XXX -fuzz FuzzSnapshotStream -fuzztime $(FUZZTIME) ./controlplane/kvsm/
 	$(GO) test -run XXX -fuzz FuzzParseAlertHistory -fuzztime $(FUZZTIME) ./controlplane/node/
 	$(GO) test -run XXX -fuzz FuzzParseSince -fuzztime $(FUZZTIME) ./controlplane/node/
+	$(GO) test -run XXX -fuzz FuzzSplitJoinToken -fuzztime $(FUZZTIME) ./controlplane/node/
+	$(GO) test -run XXX -fuzz FuzzParseCSR -fuzztime $(FUZZTIME) ./controlplane/pki/
+	$(GO) test -run XXX -fuzz FuzzParsePEM -fuzztime $(FUZZTIME) ./controlplane/pki/
 
 # bench: side-by-side figures against fio on the same file (docs/benchmarks.md).
 bench: build tools

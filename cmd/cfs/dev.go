@@ -126,7 +126,7 @@ func devUp(dir string, nodes, shards int, deviceSize string, combining bool, wai
 			return &runtimeError{err}
 		}
 		dc = &devCluster{Name: "dev"}
-		common := []string{"--init-only", "--host", "127.0.0.1", "--raft-port", "0", "--gossip-port", "0", "--client-port", "0", "--data-port", "0", "--device-size", deviceSize}
+		common := []string{"--init-only", "--host", "127.0.0.1", "--raft-port", "0", "--gossip-port", "0", "--client-port", "0", "--data-port", "0", "--metrics-port", "0", "--device-size", deviceSize}
 		if combining {
 			common = append(common, "--raft-write-combining")
 		}
@@ -302,6 +302,7 @@ type devNodeJSON struct {
 type devProcJSON struct {
 	Pid        int    `json:"pid,omitempty"`
 	Addr       string `json:"addr"`                  // dataplane: data port; control: client API
+	MetricsURL string `json:"metrics_url,omitempty"` // dataplane only: its Prometheus /metrics
 	RaftAddr   string `json:"raft_addr,omitempty"`   // control only
 	GossipAddr string `json:"gossip_addr,omitempty"` // control only
 	Log        string `json:"log"`
@@ -324,6 +325,9 @@ func devStatus(dir string, dc *devCluster) *devStatusJSON {
 		}
 		n.ID = c.ID
 		n.Dataplane = devProcJSON{Addr: c.DataplaneAddr, Log: filepath.Join(nd, "dataplane.log")}
+		if c.MetricsAddr != "" {
+			n.Dataplane.MetricsURL = "http://" + c.MetricsAddr + "/metrics"
+		}
 		n.Control = devProcJSON{Addr: c.ClientAddr, RaftAddr: c.RaftAddr, GossipAddr: c.GossipAddr, Log: filepath.Join(nd, "control.log")}
 		if pids, err := supervise.ReadPids(node.PidFile(nd)); err == nil {
 			for name, dst := range map[string]*int{"supervisor": &n.SupervisorPid, "dataplane": &n.Dataplane.Pid, "control": &n.Control.Pid} {
@@ -381,7 +385,7 @@ func printDevStatus(w io.Writer, st *devStatusJSON) {
 	fmt.Fprintf(w, "cluster %q in %s: %d nodes, groups with a leader %d/%d, placement epoch %d\n",
 		st.Cluster, st.Dir, len(st.Nodes), st.Groups.WithLeader, st.Groups.Total, st.Epoch)
 	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tSTATE\tDATAPLANE PID\tDATA ADDR\tCONTROL PID\tCLIENT API\tRAFT\tGOSSIP")
+	fmt.Fprintln(tw, "NODE\tSTATE\tDATAPLANE PID\tDATA ADDR\tDP METRICS\tCONTROL PID\tCLIENT API\tRAFT\tGOSSIP")
 	sort.SliceStable(st.Nodes, func(i, j int) bool { return st.Nodes[i].Dir < st.Nodes[j].Dir })
 	pid := func(p int) string {
 		if p == 0 {
@@ -390,7 +394,11 @@ func printDevStatus(w io.Writer, st *devStatusJSON) {
 		return strconv.Itoa(p)
 	}
 	for _, n := range st.Nodes {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.ID, n.State, pid(n.Dataplane.Pid), n.Dataplane.Addr, pid(n.Control.Pid), n.Control.Addr, n.Control.RaftAddr, n.Control.GossipAddr)
+		dpm := strings.TrimSuffix(strings.TrimPrefix(n.Dataplane.MetricsURL, "http://"), "/metrics")
+		if dpm == "" {
+			dpm = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.ID, n.State, pid(n.Dataplane.Pid), n.Dataplane.Addr, dpm, pid(n.Control.Pid), n.Control.Addr, n.Control.RaftAddr, n.Control.GossipAddr)
 	}
 	tw.Flush()
 	for _, n := range st.Nodes {

@@ -38,6 +38,7 @@ type nodeFlags struct {
 	gossipPort int
 	clientPort int
 	dataPort   int
+	metrics    int
 	device     string
 	deviceSize string
 	combining  bool
@@ -52,6 +53,7 @@ func (f *nodeFlags) register(cmd *cobra.Command) {
 	fs.IntVar(&f.gossipPort, "gossip-port", 7411, "gossip (SWIM) port, TCP and UDP (0 picks a free one)")
 	fs.IntVar(&f.clientPort, "client-port", 7412, "client and admin API port (0 picks a free one)")
 	fs.IntVar(&f.dataPort, "data-port", 7420, "dataplane data port (0 picks a free one)")
+	fs.IntVar(&f.metrics, "metrics-port", 7421, "port of the dataplane's Prometheus /metrics, plain HTTP (0 picks a free one; -1: none)")
 	fs.StringVar(&f.device, "device", "", "the node's device, a block device or a file (default DIR/device.dat)")
 	fs.StringVar(&f.deviceSize, "device-size", "4G", "size of the file device laid out on first start when --device does not exist")
 	fs.BoolVar(&f.combining, "raft-write-combining", false, "raft.write_combining: combine all groups' Raft log appends into shared durable writes")
@@ -90,6 +92,11 @@ func (f *nodeFlags) nodeConfig() (*node.Config, error) {
 	}{{&c.RaftAddr, f.raftPort}, {&c.GossipAddr, f.gossipPort}, {&c.ClientAddr, f.clientPort}, {&c.DataplaneAddr, f.dataPort}} {
 		if *p.dst, err = addr(p.port); err != nil {
 			return nil, err
+		}
+	}
+	if f.metrics != -1 {
+		if c.MetricsAddr, err = addr(f.metrics); err != nil {
+			return nil, fmt.Errorf("--metrics-port: %w", err)
 		}
 	}
 	return c, nil
@@ -304,6 +311,9 @@ func runServer(dir string, stderr io.Writer) error {
 	logger := log.New(stderr, "cfs server ("+c.ID+"): ", log.LstdFlags|log.Lmicroseconds)
 	// --device-size only lays out a missing file; an existing device keeps its size.
 	dp := []string{"dataplane", "--device", c.Device, "--device-size", c.DeviceSize, "--listen", c.DataplaneAddr, "--control-socket", node.DataplaneSocket(dir)}
+	if c.MetricsAddr != "" {
+		dp = append(dp, "--metrics-listen", c.MetricsAddr)
+	}
 	sup := supervise.New([]supervise.Child{
 		{Name: "dataplane", Path: self, Args: dp, Log: filepath.Join(dir, "dataplane.log")},
 		{Name: "control", Path: self, Args: []string{"control", "--dir", dir}, Log: filepath.Join(dir, "control.log")},

@@ -61,6 +61,9 @@ fuzz:
 	$(GO) test -run XXX -fuzz FuzzDecodeCommand -fuzztime $(FUZZTIME) ./controlplane/meta/
 	$(GO) test -run XXX -fuzz FuzzDecodeAnswers -fuzztime $(FUZZTIME) ./controlplane/meta/
 	$(GO) test -run XXX -fuzz FuzzApply -fuzztime $(FUZZTIME) ./controlplane/meta/
+	$(GO) test -run XXX -fuzz FuzzSplitJoinToken -fuzztime $(FUZZTIME) ./controlplane/node/
+	$(GO) test -run XXX -fuzz FuzzParseCSR -fuzztime $(FUZZTIME) ./controlplane/pki/
+	$(GO) test -run XXX -fuzz FuzzParsePEM -fuzztime $(FUZZTIME) ./controlplane/pki/
 
 # bench: side-by-side figures against fio on the same file (docs/benchmarks.md).
 bench: build tools

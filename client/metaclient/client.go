@@ -148,8 +148,12 @@ func (c *Client) loadMapFrom(ctx context.Context, addrs []string, errs []string)
 		return fmt.Errorf("metaclient: no control process gave the cluster map: %s", strings.Join(errs, "; "))
 	}
 	// None was a Raft address: ask them as client-API addresses for the
-	// nodes' Raft addresses.
-	api := node.NewClient(3 * time.Second)
+	// nodes' Raft addresses, with the operator's credentials
+	// ($CLAUDEFS_CERT / $CLAUDEFS_CA, or this node's own).
+	api, err := node.FindCreds("", "", "", "/var/lib/cfs").Client(3 * time.Second)
+	if err != nil {
+		return fmt.Errorf("metaclient: none of %s is a Raft address, and asking them as client-API addresses needs credentials: %v", strings.Join(addrs, ","), err)
+	}
 	for _, a := range addrs {
 		st, err := api.Status(ctx, strings.TrimSpace(a), false)
 		if err != nil {

@@ -34,7 +34,7 @@ type kvBenchResult struct {
 }
 
 func newBenchKVCmd(stdout, stderr io.Writer) *cobra.Command {
-	var endpoint, dir string
+	var endpoint, dir, cert, key, ca string
 	var clients, valueSize int
 	var runtime time.Duration
 	var asJSON bool
@@ -45,7 +45,11 @@ func newBenchKVCmd(stdout, stderr io.Writer) *cobra.Command {
 into a random metadata shard (a Raft group of 3 replicas) through the client
 API of that shard's leader, for --runtime. A put is counted when the leader
 answers, that is once the command is committed on a majority and applied.
-It prints commits per second and the latency of a commit.`,
+It prints commits per second and the latency of a commit.
+
+With --dir it uses the dev cluster's client certificate (DIR/admin.pem, DIR/ca.crt);
+else --cert/--key/--ca, $CLAUDEFS_CERT/$CLAUDEFS_KEY/$CLAUDEFS_CA, else
+/var/lib/cfs/tls/'s, as cfsctl does.`,
 		Example: `  cfs bench kv --dir ./cfs-dev --clients 16 --runtime 10s
   cfs bench kv --endpoint 10.0.0.1:7412 --clients 16 --runtime 30s --json`,
 		Args: cobra.NoArgs,
@@ -57,7 +61,15 @@ It prints commits per second and the latency of a commit.`,
 			if err != nil {
 				return err
 			}
-			res, err := benchKV(eps, clients, valueSize, runtime, stderr)
+			creds := node.FindCreds(cert, key, ca, "/var/lib/cfs")
+			if dir != "" {
+				creds = devCreds(dir)
+			}
+			api, err := creds.Client(10 * time.Second)
+			if err != nil {
+				return &runtimeError{err}
+			}
+			res, err := benchKV(api, eps, clients, valueSize, runtime, stderr)
 			if err != nil {
 				return &runtimeError{err}
 			}
@@ -74,6 +86,9 @@ It prints commits per second and the latency of a commit.`,
 	}
 	fs := cmd.Flags()
 	fs.StringVar(&endpoint, "endpoint", "", "client API address(es) of the cluster's nodes (default $CFS_ENDPOINT)")
+	fs.StringVar(&cert, "cert", "", "client certificate, PEM with its key (default $CLAUDEFS_CERT)")
+	fs.StringVar(&key, "key", "", "the client certificate's key when --cert holds only the certificate (default $CLAUDEFS_KEY)")
+	fs.StringVar(&ca, "ca", "", "the cluster CA's certificate (default $CLAUDEFS_CA)")
 	fs.StringVar(&dir, "dir", "", "a dev cluster's directory, instead of --endpoint")
 	fs.IntVar(&clients, "clients", 16, "concurrent clients, each with one put in flight")
 	fs.IntVar(&valueSize, "value-size", 128, "bytes per value")
@@ -133,8 +148,7 @@ func kvLeaders(ctx context.Context, c *node.Client, eps []string) (map[uint32]st
 	return leaders, nil
 }
 
-func benchKV(eps []string, clients, valueSize int, runtime time.Duration, stderr io.Writer) (*kvBenchResult, error) {
-	api := node.NewClient(10 * time.Second)
+func benchKV(api *node.Client, eps []string, clients, valueSize int, runtime time.Duration, stderr io.Writer) (*kvBenchResult, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	leaders, err := kvLeaders(ctx, api, eps)
 	cancel()

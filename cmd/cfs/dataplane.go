@@ -181,6 +181,15 @@ func runDataplane(cfg dpconfig.Config, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if cfg.MetricsListen != "" {
+		ms, err := dataplane.ServeMetrics(node, cfg.MetricsListen, logger.Printf)
+		if err != nil {
+			_ = node.Stop(context.Background())
+			return &runtimeError{err}
+		}
+		defer ms.Close()
+		logger.Printf("Prometheus metrics on http://%s/metrics", ms.Addr())
+	}
 	logger.Printf("listening on %s (device %s, %d I/O cores, placement epoch %d, queue depth %d per core; control socket %s)",
 		node.Addr(), cfg.Device, node.Store().Partitions(), node.Server().Epoch(), cfg.QueueDepth, cfg.ControlSocket)
 	<-ctx.Done()

@@ -18,6 +18,7 @@ import (
 
 	"github.com/claudefs/claudefs/controlplane/cluster"
 	"github.com/claudefs/claudefs/controlplane/node"
+	"github.com/claudefs/claudefs/controlplane/pki"
 	"github.com/claudefs/claudefs/controlplane/supervise"
 	"github.com/spf13/cobra"
 )
@@ -107,7 +108,6 @@ func devUp(dir string, nodes, shards int, deviceSize string, combining bool, wai
 			stopNodes(dir, started, io.Discard)
 		}
 	}()
-	client := node.NewClient(10 * time.Second)
 	if !fresh {
 		for _, n := range dc.Nodes {
 			if supervisorAlive(filepath.Join(dir, n)) {
@@ -126,7 +126,7 @@ func devUp(dir string, nodes, shards int, deviceSize string, combining bool, wai
 			return &runtimeError{err}
 		}
 		dc = &devCluster{Name: "dev"}
-		common := []string{"--init-only", "--host", "127.0.0.1", "--raft-port", "0", "--gossip-port", "0", "--client-port", "0", "--data-port", "0", "--device-size", deviceSize}
+		common := []string{"--init-only", "--host", "127.0.0.1", "--raft-port", "0", "--gossip-port", "0", "--client-port", "0", "--data-port", "0", "--metrics-port", "0", "--device-size", deviceSize}
 		if combining {
 			common = append(common, "--raft-write-combining")
 		}
@@ -139,6 +139,10 @@ func devUp(dir string, nodes, shards int, deviceSize string, combining bool, wai
 			if i == 1 {
 				args = append(args[:1], append([]string{"bootstrap", "--cluster-name", dc.Name, "--initial-nodes", strconv.Itoa(nodes), "--shards", strconv.Itoa(shards)}, args[1:]...)...)
 			} else {
+				client, err := devCreds(dir).Client(10 * time.Second)
+				if err != nil {
+					return &runtimeError{err}
+				}
 				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 				tok, err := retryToken(ctx, client, seed)
 				cancel()
@@ -164,6 +168,9 @@ func devUp(dir string, nodes, shards int, deviceSize string, combining bool, wai
 					return &runtimeError{err}
 				}
 				seed = c.ClientAddr
+				if err := writeDevCreds(dir, nd); err != nil {
+					return &runtimeError{fmt.Errorf("writing the dev cluster's client certificate: %w", err)}
+				}
 			}
 			fmt.Fprintf(stderr, "node %d of %d started\n", i, nodes)
 		}
@@ -295,6 +302,7 @@ type devNodeJSON struct {
 type devProcJSON struct {
 	Pid        int    `json:"pid,omitempty"`
 	Addr       string `json:"addr"`                  // dataplane: data port; control: client API
+	MetricsURL string `json:"metrics_url,omitempty"` // dataplane only: its Prometheus /metrics
 	RaftAddr   string `json:"raft_addr,omitempty"`   // control only
 	GossipAddr string `json:"gossip_addr,omitempty"` // control only
 	Log        string `json:"log"`
@@ -302,7 +310,7 @@ type devProcJSON struct {
 
 func devStatus(dir string, dc *devCluster) *devStatusJSON {
 	st := &devStatusJSON{Dir: dir, Cluster: dc.Name}
-	client := node.NewClient(3 * time.Second)
+	client, cerr := devCreds(dir).Client(3 * time.Second)
 	type groupView struct{ leader bool }
 	groups := map[uint32]*groupView{}
 	states := map[string]cluster.NodeState{}
@@ -317,6 +325,9 @@ func devStatus(dir string, dc *devCluster) *devStatusJSON {
 		}
 		n.ID = c.ID
 		n.Dataplane = devProcJSON{Addr: c.DataplaneAddr, Log: filepath.Join(nd, "dataplane.log")}
+		if c.MetricsAddr != "" {
+			n.Dataplane.MetricsURL = "http://" + c.MetricsAddr + "/metrics"
+		}
 		n.Control = devProcJSON{Addr: c.ClientAddr, RaftAddr: c.RaftAddr, GossipAddr: c.GossipAddr, Log: filepath.Join(nd, "control.log")}
 		if pids, err := supervise.ReadPids(node.PidFile(nd)); err == nil {
 			for name, dst := range map[string]*int{"supervisor": &n.SupervisorPid, "dataplane": &n.Dataplane.Pid, "control": &n.Control.Pid} {
@@ -324,6 +335,11 @@ func devStatus(dir string, dc *devCluster) *devStatusJSON {
 					*dst = pids[name]
 				}
 			}
+		}
+		if cerr != nil {
+			n.Error = cerr.Error()
+			st.Nodes = append(st.Nodes, n)
+			continue
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		s, err := client.Status(ctx, c.ClientAddr, true)
@@ -369,7 +385,7 @@ func printDevStatus(w io.Writer, st *devStatusJSON) {
 	fmt.Fprintf(w, "cluster %q in %s: %d nodes, groups with a leader %d/%d, placement epoch %d\n",
 		st.Cluster, st.Dir, len(st.Nodes), st.Groups.WithLeader, st.Groups.Total, st.Epoch)
 	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tSTATE\tDATAPLANE PID\tDATA ADDR\tCONTROL PID\tCLIENT API\tRAFT\tGOSSIP")
+	fmt.Fprintln(tw, "NODE\tSTATE\tDATAPLANE PID\tDATA ADDR\tDP METRICS\tCONTROL PID\tCLIENT API\tRAFT\tGOSSIP")
 	sort.SliceStable(st.Nodes, func(i, j int) bool { return st.Nodes[i].Dir < st.Nodes[j].Dir })
 	pid := func(p int) string {
 		if p == 0 {
@@ -378,7 +394,11 @@ func printDevStatus(w io.Writer, st *devStatusJSON) {
 		return strconv.Itoa(p)
 	}
 	for _, n := range st.Nodes {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.ID, n.State, pid(n.Dataplane.Pid), n.Dataplane.Addr, pid(n.Control.Pid), n.Control.Addr, n.Control.RaftAddr, n.Control.GossipAddr)
+		dpm := strings.TrimSuffix(strings.TrimPrefix(n.Dataplane.MetricsURL, "http://"), "/metrics")
+		if dpm == "" {
+			dpm = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.ID, n.State, pid(n.Dataplane.Pid), n.Dataplane.Addr, dpm, pid(n.Control.Pid), n.Control.Addr, n.Control.RaftAddr, n.Control.GossipAddr)
 	}
 	tw.Flush()
 	for _, n := range st.Nodes {
@@ -525,7 +545,9 @@ func newDevEnvCmd(stdout io.Writer) *cobra.Command {
 		Use:   "env [--dir DIR]",
 		Short: "Print the export lines that point cfs admin at the local cluster",
 		Long: `env prints shell export lines for the dev cluster in --dir: CFS_ENDPOINT (the
-nodes' client API addresses, read by 'cfs admin') and CFS_DATAPLANES (their
+nodes' client API addresses, read by 'cfs admin' and cfsctl), CLAUDEFS_CERT and
+CLAUDEFS_CA (the dev cluster's operator certificate and key, DIR/admin.pem, and
+its CA, DIR/ca.crt, which 'cfs dev up' wrote) and CFS_DATAPLANES (the
 dataplane addresses, for 'cfs bench run --target dataplane:ADDR').`,
 		Example: `  eval "$(cfs dev env --dir /tmp/cfs-dev)"`,
 		Args:    cobra.NoArgs,
@@ -545,10 +567,50 @@ dataplane addresses, for 'cfs bench run --target dataplane:ADDR').`,
 				return &runtimeError{fmt.Errorf("no node config readable under %s", dir)}
 			}
 			fmt.Fprintf(stdout, "export CFS_ENDPOINT=%s\n", strings.Join(eps, ","))
+			cr := devCreds(dir)
+			for _, kv := range [][2]string{{node.EnvCert, cr.Cert}, {node.EnvCA, cr.CA}} {
+				abs, err := filepath.Abs(kv[1])
+				if err != nil {
+					return &runtimeError{err}
+				}
+				fmt.Fprintf(stdout, "export %s=%s\n", kv[0], shellQuote(abs))
+			}
 			fmt.Fprintf(stdout, "export CFS_DATAPLANES=%s\n", strings.Join(dps, ","))
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&dir, "dir", "./cfs-dev", "directory holding the cluster")
 	return cmd
+}
+
+// devCreds are the operator credentials `cfs dev up` writes into a dev cluster's directory.
+func devCreds(dir string) node.Creds {
+	return node.Creds{CA: filepath.Join(dir, "ca.crt"), Cert: filepath.Join(dir, "admin.pem")}
+}
+
+// writeDevCreds copies the first node's CA certificate and operator certificate (made by
+// `cfs server bootstrap`) to where devCreds finds them.
+func writeDevCreds(dir, firstNode string) error {
+	cr := devCreds(dir)
+	for _, f := range []struct {
+		from, to string
+		perm     os.FileMode
+	}{{node.CAFile(firstNode), cr.CA, 0o644}, {node.AdminFile(firstNode), cr.Cert, 0o600}} {
+		b, err := pki.ReadFile(f.from)
+		if err != nil {
+			return err
+		}
+		if err := pki.WriteFile(f.to, b, f.perm); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// shellQuote quotes s for a POSIX shell when it holds anything but safe characters.
+func shellQuote(s string) string {
+	if strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/._-+:,=@") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }

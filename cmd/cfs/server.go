@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/claudefs/claudefs/controlplane/node"
+	"github.com/claudefs/claudefs/controlplane/pki"
 	"github.com/claudefs/claudefs/controlplane/supervise"
 	"github.com/spf13/cobra"
 )
@@ -37,6 +38,7 @@ type nodeFlags struct {
 	gossipPort int
 	clientPort int
 	dataPort   int
+	metrics    int
 	device     string
 	deviceSize string
 	combining  bool
@@ -51,6 +53,7 @@ func (f *nodeFlags) register(cmd *cobra.Command) {
 	fs.IntVar(&f.gossipPort, "gossip-port", 7411, "gossip (SWIM) port, TCP and UDP (0 picks a free one)")
 	fs.IntVar(&f.clientPort, "client-port", 7412, "client and admin API port (0 picks a free one)")
 	fs.IntVar(&f.dataPort, "data-port", 7420, "dataplane data port (0 picks a free one)")
+	fs.IntVar(&f.metrics, "metrics-port", 7421, "port of the dataplane's Prometheus /metrics, plain HTTP (0 picks a free one; -1: none)")
 	fs.StringVar(&f.device, "device", "", "the node's device, a block device or a file (default DIR/device.dat)")
 	fs.StringVar(&f.deviceSize, "device-size", "4G", "size of the file device laid out on first start when --device does not exist")
 	fs.BoolVar(&f.combining, "raft-write-combining", false, "raft.write_combining: combine all groups' Raft log appends into shared durable writes")
@@ -89,6 +92,11 @@ func (f *nodeFlags) nodeConfig() (*node.Config, error) {
 	}{{&c.RaftAddr, f.raftPort}, {&c.GossipAddr, f.gossipPort}, {&c.ClientAddr, f.clientPort}, {&c.DataplaneAddr, f.dataPort}} {
 		if *p.dst, err = addr(p.port); err != nil {
 			return nil, err
+		}
+	}
+	if f.metrics != -1 {
+		if c.MetricsAddr, err = addr(f.metrics); err != nil {
+			return nil, fmt.Errorf("--metrics-port: %w", err)
 		}
 	}
 	return c, nil
@@ -147,7 +155,11 @@ func newServerBootstrapCmd(stdout, stderr io.Writer) *cobra.Command {
 The cluster group starts with this node alone; the metadata shards (--shards
 Raft groups of 3 replicas) are placed across the nodes once --initial-nodes
 of them have joined ('cfs server join' with tokens from 'cfs admin
-cluster-token').`,
+cluster-token').
+
+It also makes the cluster's CA and certificates in DIR/tls/: ca.crt, ca.key
+(0600), the node's node.crt and node.key, and admin.pem, an operator's client
+certificate and key for cfsctl (export CLAUDEFS_CERT=DIR/tls/admin.pem).`,
 		Example: `  cfs server bootstrap --cluster-name prod-1 --initial-nodes 3 --shards 256 --dir /var/lib/cfs --host 10.0.0.1`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -164,10 +176,14 @@ cluster-token').`,
 				return err
 			}
 			c.ID, c.ClusterName, c.Bootstrap = "node-1", b.ClusterName, &b
+			if err := node.InitClusterTLS(f.dir, c); err != nil {
+				return &runtimeError{fmt.Errorf("making the cluster CA and certificates in %s: %w", node.TLSDir(f.dir), err)}
+			}
 			if err := node.SaveConfig(f.dir, c); err != nil {
 				return &runtimeError{err}
 			}
-			fmt.Fprintf(stdout, "node-1 of cluster %q made in %s (client API %s)\n", b.ClusterName, f.dir, c.ClientAddr)
+			fmt.Fprintf(stdout, "node-1 of cluster %q made in %s (client API https://%s)\n", b.ClusterName, f.dir, c.ClientAddr)
+			fmt.Fprintf(stdout, "cluster CA %s; an operator's client certificate: export CLAUDEFS_CERT=%s CLAUDEFS_CA=%s\n", node.CAFile(f.dir), node.AdminFile(f.dir), node.CAFile(f.dir))
 			if f.initOnly {
 				return nil
 			}
@@ -204,7 +220,12 @@ func newServerJoinCmd(stdout, stderr io.Writer) *cobra.Command {
 		Long: `join asks the cluster at --seed (any member's client API address) to admit this
 machine with a join token from 'cfs admin cluster-token'. A token admits one
 node and expires an hour after it was made; a used or expired token is
-refused with a message saying which. The cluster names the node (node-N).`,
+refused with a message saying which. The cluster names the node (node-N).
+
+The token also carries the pin (SHA-256 of the public key) of the cluster's CA:
+join talks to --seed over TLS without a client certificate, trusts it only if
+that CA signed its certificate, and receives in the answer the CA and this
+node's certificate (DIR/tls/), signed for a key made here.`,
 		Example: `  cfs server join --token "$TOKEN" --seed 10.0.0.1:7412 --dir /var/lib/cfs --host 10.0.0.2`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -214,17 +235,32 @@ refused with a message saying which. The cluster names the node (node-N).`,
 			if token == "" || seed == "" {
 				return errors.New("--token (or $JOIN_TOKEN) and --seed are required")
 			}
+			secret, pin, err := node.SplitJoinToken(token)
+			if err != nil {
+				return err
+			}
 			c, err := f.nodeConfig()
 			if err != nil {
 				return err
 			}
+			key, err := pki.NewKey()
+			if err != nil {
+				return &runtimeError{err}
+			}
+			csr, err := pki.NewCSR(key)
+			if err != nil {
+				return &runtimeError{err}
+			}
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			resp, err := node.NewClient(20*time.Second).Join(ctx, seed, &node.JoinRequest{
-				Token: token, RaftAddr: c.RaftAddr, GossipAddr: c.GossipAddr, ClientAddr: c.ClientAddr, DataplaneAddr: c.DataplaneAddr, Devices: 1,
+			resp, err := node.NewClient(20*time.Second, node.JoinTLS(pin)).Join(ctx, seed, &node.JoinRequest{
+				Token: secret, RaftAddr: c.RaftAddr, GossipAddr: c.GossipAddr, ClientAddr: c.ClientAddr, DataplaneAddr: c.DataplaneAddr, Devices: 1, CSR: string(csr),
 			})
 			if err != nil {
 				return &runtimeError{fmt.Errorf("joining through %s: %w", seed, err)}
+			}
+			if err := node.InstallJoinTLS(f.dir, resp, key, pin); err != nil {
+				return &runtimeError{fmt.Errorf("%s was admitted as %s but its certificates could not be installed in %s: %w", f.dir, resp.NodeID, node.TLSDir(f.dir), err)}
 			}
 			c.ID, c.ClusterName, c.Seeds = resp.NodeID, resp.ClusterName, resp.Seeds
 			if err := node.SaveConfig(f.dir, c); err != nil {
@@ -275,6 +311,9 @@ func runServer(dir string, stderr io.Writer) error {
 	logger := log.New(stderr, "cfs server ("+c.ID+"): ", log.LstdFlags|log.Lmicroseconds)
 	// --device-size only lays out a missing file; an existing device keeps its size.
 	dp := []string{"dataplane", "--device", c.Device, "--device-size", c.DeviceSize, "--listen", c.DataplaneAddr, "--control-socket", node.DataplaneSocket(dir)}
+	if c.MetricsAddr != "" {
+		dp = append(dp, "--metrics-listen", c.MetricsAddr)
+	}
 	sup := supervise.New([]supervise.Child{
 		{Name: "dataplane", Path: self, Args: dp, Log: filepath.Join(dir, "dataplane.log")},
 		{Name: "control", Path: self, Args: []string{"control", "--dir", dir}, Log: filepath.Join(dir, "control.log")},

@@ -62,7 +62,19 @@ func TestHelpOnEveryCommand(t *testing.T) {
 			t.Errorf("%s --help: exit %d, example shown: %v", c, code, strings.Contains(out, "Examples:"))
 		}
 	}
+	// no client certificate: exit 1, saying where to get one
+	t.Setenv(node.EnvCert, "")
+	t.Setenv(node.EnvCA, "")
+	if _, errs, code := ctl("127.0.0.1:1", "status", "--node-dir", t.TempDir()); code != 1 || !strings.Contains(errs, "set CLAUDEFS_CERT (cfs dev env prints it)") {
+		t.Errorf("status without a certificate: exit %d: %s", code, errs)
+	}
 	// a node that is not there: exit 1, naming the address and what to try
+	certs := t.TempDir()
+	if err := node.InitClusterTLS(certs, &node.Config{ID: "node-1", ClusterName: "t", ClientAddr: "127.0.0.1:1"}); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv(node.EnvCert, node.AdminFile(certs))
+	t.Setenv(node.EnvCA, node.CAFile(certs))
 	_, errs, code := ctl("127.0.0.1:1", "status")
 	if code != 1 || !strings.Contains(errs, "127.0.0.1:1") || !strings.Contains(errs, "unreachable") {
 		t.Errorf("status against nothing: exit %d: %s", code, errs)
@@ -96,6 +108,24 @@ func TestAgainstDevCluster(t *testing.T) {
 			t.Errorf("cfs dev down: %v\n%s", err, out)
 		}
 	})
+	// As an operator would: eval "$(cfs dev env --dir DIR)".
+	env, err := exec.Command(cfs, "dev", "env", "--dir", dir).Output()
+	if err != nil {
+		t.Fatalf("cfs dev env: %v", err)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(env)), "\n") {
+		k, v, ok := strings.Cut(strings.TrimPrefix(line, "export "), "=")
+		if !ok {
+			t.Fatalf("cfs dev env: line %q", line)
+		}
+		t.Setenv(k, v)
+	}
+	creds := node.FindCreds("", "", "", "")
+	tc, err := creds.TLSConfig()
+	if err != nil {
+		t.Fatalf("the credentials cfs dev env names: %v", err)
+	}
+	https := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: tc}}
 	var nodeDirs []string
 	var cfgs []*node.Config
 	for i := 1; i <= 3; i++ {
@@ -233,7 +263,7 @@ func TestAgainstDevCluster(t *testing.T) {
 	})
 
 	t.Run("metrics", func(t *testing.T) {
-		resp, err := http.Get("http://" + cfgs[0].ClientAddr + "/metrics")
+		resp, err := https.Get("https://" + cfgs[0].ClientAddr + "/metrics")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -257,6 +287,23 @@ func TestAgainstDevCluster(t *testing.T) {
 		}
 	})
 
+	t.Run("the API refuses missing and foreign certificates", func(t *testing.T) {
+		other := t.TempDir()
+		if err := node.InitClusterTLS(other, &node.Config{ID: "node-1", ClusterName: "other", ClientAddr: "127.0.0.1:1"}); err != nil {
+			t.Fatal(err)
+		}
+		cert := os.Getenv(node.EnvCert)
+		t.Setenv(node.EnvCert, node.AdminFile(other))
+		if _, errs, code := ctl(eps, "status"); code != 1 || !strings.Contains(errs, "not signed by this cluster's CA") || !strings.Contains(errs, node.AdminFile(other)) {
+			t.Errorf("another cluster's certificate: exit %d: %s", code, errs)
+		}
+		t.Setenv(node.EnvCert, cert)
+		t.Setenv(node.EnvCA, node.CAFile(other))
+		if _, errs, code := ctl(eps, "status"); code != 1 || !strings.Contains(errs, "is not signed by the CA in "+node.CAFile(other)) {
+			t.Errorf("another cluster's CA: exit %d: %s", code, errs)
+		}
+	})
+
 	t.Run("a real Prometheus scrapes every node", func(t *testing.T) {
 		prom, err := exec.LookPath("prometheus")
 		if err != nil {
@@ -264,8 +311,11 @@ func TestAgainstDevCluster(t *testing.T) {
 		}
 		pdir := t.TempDir()
 		rules, _ := filepath.Abs("../../tools/prometheus/alerts.yml")
-		cfg := fmt.Sprintf("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files: [%q]\nscrape_configs:\n  - job_name: claudefs-control\n    static_configs:\n      - targets: [%q, %q, %q]\n",
-			rules, cfgs[0].ClientAddr, cfgs[1].ClientAddr, cfgs[2].ClientAddr)
+		cfg := fmt.Sprintf("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files: [%q]\nscrape_configs:\n"+
+			"  - job_name: claudefs-control\n    scheme: https\n    tls_config: {ca_file: %q, cert_file: %q, key_file: %q}\n    static_configs:\n      - targets: [%q, %q, %q]\n"+
+			"  - job_name: claudefs-dataplane\n    static_configs:\n      - targets: [%q, %q, %q]\n",
+			rules, creds.CA, creds.Cert, creds.Cert, cfgs[0].ClientAddr, cfgs[1].ClientAddr, cfgs[2].ClientAddr,
+			cfgs[0].MetricsAddr, cfgs[1].MetricsAddr, cfgs[2].MetricsAddr)
 		if err := os.WriteFile(filepath.Join(pdir, "prometheus.yml"), []byte(cfg), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -296,18 +346,30 @@ func TestAgainstDevCluster(t *testing.T) {
 			}
 			return len(r.Data.Result), nil
 		}
+		// Both processes of every node: the control processes over HTTPS with the
+		// operator's certificate, the dataplanes' plain-HTTP /metrics.
 		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(500 * time.Millisecond) {
 			up, err1 := query("up == 1")
 			groups, err2 := query("cfs_raft_groups")
-			if up == 3 && groups == 3 {
+			dps, err3 := query(`count by (instance) (cfs_dataplane_cpu_seconds_total{job="claudefs-dataplane"})`)
+			if up == 6 && groups == 3 && dps == 3 {
 				break
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("Prometheus: %d targets up, %d with cfs_raft_groups (%v, %v)\n%s", up, groups, err1, err2, log.String())
+				t.Fatalf("Prometheus: %d targets up (want 6), %d with cfs_raft_groups, %d dataplanes with cpu seconds (%v, %v, %v)\n%s",
+					up, groups, dps, err1, err2, err3, log.String())
 			}
 		}
-		if n, err := query("io_read_latency_bucket"); err != nil || n == 0 {
-			t.Fatalf("io_read_latency not scraped: %d series, %v", n, err)
+		for _, q := range []string{
+			`count by (instance) (io_read_latency_bucket{job="claudefs-control"})`,
+			`count by (instance) (io_read_latency_bucket{job="claudefs-dataplane"})`,
+			`count by (instance) (cfs_dataplane_reads_total{job="claudefs-dataplane"})`,
+			`count by (instance) (cfs_dataplane_queue_depth{job="claudefs-dataplane"})`,
+			`count by (instance) (cfs_dataplane_queue_limit{job="claudefs-dataplane"} == 64)`, // config set nvme.queue_depth=64 above
+		} {
+			if n, err := query(q); err != nil || n != 3 {
+				t.Errorf("%s: %d instances, want 3 (%v)", q, n, err)
+			}
 		}
 	})
 

@@ -48,7 +48,7 @@ func testCluster256(t *testing.T, c *cluster) {
 		leads = leads[:0]
 		total := 0
 		for _, n := range s.Nodes {
-			ns, err := nodeStatus(n.Control.Addr)
+			ns, err := c.nodeStatus(n.Control.Addr)
 			if err != nil {
 				return false
 			}
@@ -75,8 +75,9 @@ func testCluster256(t *testing.T, c *cluster) {
 
 func testTokens(t *testing.T, c *cluster) {
 	seed := c.status().Nodes[0].Control.Addr
+	creds := []string{"--cert", filepath.Join(c.dir, "admin.pem"), "--ca", filepath.Join(c.dir, "ca.crt")}
 	// A token past its life is refused, saying so.
-	out, err := cfs(t, "admin", "cluster-token", "--node-type", "storage", "--endpoint", seed, "--ttl", "1s")
+	out, err := cfs(t, append([]string{"admin", "cluster-token", "--node-type", "storage", "--endpoint", seed, "--ttl", "1s"}, creds...)...)
 	if err != nil {
 		t.Fatalf("cluster-token: %v\n%s", err, out)
 	}
@@ -87,7 +88,7 @@ func testTokens(t *testing.T, c *cluster) {
 		t.Fatalf("join with an expired token: err %v, output:\n%s", err, out)
 	}
 	// A good token admits one node, once.
-	tok, err := cfs(t, "admin", "cluster-token", "--node-type", "storage", "--endpoint", seed)
+	tok, err := cfs(t, append([]string{"admin", "cluster-token", "--node-type", "storage", "--endpoint", seed}, creds...)...)
 	if err != nil {
 		t.Fatalf("cluster-token: %v\n%s", err, tok)
 	}
@@ -102,9 +103,19 @@ func testTokens(t *testing.T, c *cluster) {
 	if err == nil || !strings.Contains(out, "already used by node-4") {
 		t.Fatalf("join with a used token: err %v, output:\n%s", err, out)
 	}
-	out, err = cfs(t, "server", "join", "--init-only", "--token", "cfsjoin-bogus", "--seed", seed, "--dir", filepath.Join(t.TempDir(), "bogus"))
+	_, pin, _ := strings.Cut(tok, ".") // the cluster CA's pin: the joiner trusts the seed
+	out, err = cfs(t, "server", "join", "--init-only", "--token", "cfsjoin-bogus."+pin, "--seed", seed, "--dir", filepath.Join(t.TempDir(), "bogus"))
 	if err == nil || !strings.Contains(out, "not known") {
 		t.Fatalf("join with an unknown token: err %v, output:\n%s", err, out)
+	}
+	// A token without the pin, or with another CA's, never reaches the cluster.
+	out, err = cfs(t, "server", "join", "--init-only", "--token", "cfsjoin-bogus", "--seed", seed, "--dir", filepath.Join(t.TempDir(), "nopin"))
+	if err == nil || !strings.Contains(out, "no CA pin") {
+		t.Fatalf("join with a token without a pin: err %v, output:\n%s", err, out)
+	}
+	out, err = cfs(t, "server", "join", "--init-only", "--token", "cfsjoin-bogus."+strings.Repeat("0", 64), "--seed", seed, "--dir", filepath.Join(t.TempDir(), "otherpin"))
+	if err == nil || !strings.Contains(out, "not signed by the CA the join token names") {
+		t.Fatalf("join with another CA's pin: err %v, output:\n%s", err, out)
 	}
 }
 
@@ -117,7 +128,7 @@ func testNodeDown(t *testing.T, c *cluster) {
 	killNode(t, 3, victim.SupervisorPid, victim.Control.Pid, victim.Dataplane.Pid)
 	killed := time.Now()
 	took := waitFor(t, 5*time.Second, victim.ID+" recorded DOWN", func() bool {
-		ns, err := nodeStatus(other)
+		ns, err := c.nodeStatus(other)
 		if err != nil {
 			return false
 		}
@@ -132,7 +143,7 @@ func testNodeDown(t *testing.T, c *cluster) {
 	waitFor(t, 15*time.Second, "every group led by a live node", func() bool {
 		led := map[uint32]bool{}
 		for _, n := range s.Nodes[:2] {
-			ns, err := nodeStatus(n.Control.Addr)
+			ns, err := c.nodeStatus(n.Control.Addr)
 			if err != nil {
 				return false
 			}
@@ -146,7 +157,7 @@ func testNodeDown(t *testing.T, c *cluster) {
 	})
 	t.Logf("all 257 groups led by the two live nodes %v after SIGKILL", time.Since(killed).Round(time.Millisecond))
 	// The DOWN state changed the placement map: the survivors' dataplanes fence with the new epoch.
-	ns, err := nodeStatus(other)
+	ns, err := c.nodeStatus(other)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -125,9 +125,9 @@ func testLinearizable(t *testing.T, c *cluster, runFor time.Duration) {
 	var okOps, unknownOps, failedReads sync.Map
 	for cl := range clients {
 		wg.Add(1)
+		api := c.api(3 * time.Second)
 		go func() {
 			defer wg.Done()
-			api := node.NewClient(3 * time.Second)
 			rng := rand.New(rand.NewPCG(uint64(cl), 7))
 			last := map[string]string{} // this client's last seen value per key, for CAS
 			for seq := 0; ctx.Err() == nil; seq++ {
@@ -226,7 +226,7 @@ func leaderControlPid(c *cluster, g uint32) (int, string) {
 		if n.Control.Pid == 0 {
 			continue
 		}
-		ns, err := nodeStatus(n.Control.Addr)
+		ns, err := c.nodeStatus(n.Control.Addr)
 		if err != nil {
 			continue
 		}

@@ -116,11 +116,21 @@ func (c *cluster) status() *devStatus {
 	return &s
 }
 
+// api is a client of the cluster's API with the operator certificate `cfs dev up` wrote
+// (what `cfs dev env` exports).
+func (c *cluster) api(timeout time.Duration) *node.Client {
+	cl, err := node.Creds{CA: filepath.Join(c.dir, "ca.crt"), Cert: filepath.Join(c.dir, "admin.pem")}.Client(timeout)
+	if err != nil {
+		c.t.Fatalf("the dev cluster's client certificate: %v", err)
+	}
+	return cl
+}
+
 // nodeStatus asks one node's client API for its view, with every group.
-func nodeStatus(addr string) (*node.Status, error) {
+func (c *cluster) nodeStatus(addr string) (*node.Status, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
-	return node.NewClient(3*time.Second).Status(ctx, addr, true)
+	return c.api(3*time.Second).Status(ctx, addr, true)
 }
 
 // killNode SIGKILLs a node's supervisor, dataplane and control process at once.

@@ -38,6 +38,15 @@ const (
 	DataplaneFailed          = "cfs_dataplane_failed_total"
 	DataplaneQueueLimit      = "cfs_dataplane_queue_limit" // gauge: nvme.queue_depth in force, per core
 	AdminRequests            = "cfs_admin_requests_total"  // counter by path and code
+
+	// Exported by the dataplane process itself only (dataplane/metrics.go).
+	IOWriteLatency       = "io_write_latency"                 // histogram, s: dataplane writes and deletes, admission to answer
+	DataplaneDeletes     = "cfs_dataplane_deletes_total"      // counter per core
+	DataplaneRefused     = "cfs_dataplane_refused_total"      // counter per core: refused at the queue limit
+	DataplaneQueueDepth  = "cfs_dataplane_queue_depth"        // gauge per core: data requests held now
+	DataplaneCPUSeconds  = "cfs_dataplane_cpu_seconds_total"  // counter per core and mode (user, system)
+	DataplaneInFlight    = "cfs_dataplane_requests_in_flight" // gauge: received, not yet answered
+	DataplaneBadRequests = "cfs_dataplane_bad_requests_total" // counter by kind of bad input
 )
 
 // Exported lists every metric name a control process exports (the Go and process
@@ -46,6 +55,14 @@ var Exported = []string{CreateFileLatency, MetadataReplicateLatency, IOReadLaten
 	RaftGroups, RaftGroupsLeading, RaftGroupsLeaderless, FlashUsedBytes, FlashCapacityBytes, DataplaneUp,
 	DataplaneReads, DataplaneWrites, DataplaneReadBytes, DataplaneWriteBytes, DataplaneFailed, DataplaneQueueLimit,
 	AdminRequests}
+
+// DataplaneExported lists every metric name the dataplane process serves on its own
+// /metrics (cfs dataplane --metrics-listen), Go and process collectors aside. Its I/O
+// figures carry a core label; the control process's copies of the same names (above)
+// are the sums it reads over the sidecar channel, for cfsctl metrics.
+var DataplaneExported = []string{IOReadLatency, IOWriteLatency, DataplaneReads, DataplaneWrites, DataplaneDeletes,
+	DataplaneReadBytes, DataplaneWriteBytes, DataplaneFailed, DataplaneRefused, DataplaneQueueDepth, DataplaneQueueLimit,
+	DataplaneCPUSeconds, DataplaneInFlight, DataplaneBadRequests}
 
 // NotExported are metric names the runbook uses that nothing backs yet; alert rules on
 // them exist but never fire, and cfsctl says "not supported yet" for them.

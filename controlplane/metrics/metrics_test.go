@@ -37,11 +37,11 @@ func metricNames(expr string) []string {
 	return out
 }
 
-// exported reports whether name is a series the control process exports (a histogram's
-// _bucket, _sum and _count included).
+// exported reports whether name is a series the control process or the dataplane exports
+// (a histogram's _bucket, _sum and _count included).
 func exported(name string) bool {
 	for _, suf := range []string{"", "_bucket", "_sum", "_count"} {
-		if base, ok := strings.CutSuffix(name, suf); ok && slices.Contains(metrics.Exported, base) {
+		if base, ok := strings.CutSuffix(name, suf); ok && (slices.Contains(metrics.Exported, base) || slices.Contains(metrics.DataplaneExported, base)) {
 			return true
 		}
 	}

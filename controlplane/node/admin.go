@@ -269,6 +269,9 @@ func (n *Node) localReport(ctx context.Context, peers bool) *NodeReport {
 		rep.DPError = fmt.Sprintf("dataplane of %s not answering on %s: %v", n.cfg.ID, DataplaneSocket(n.dir), err)
 	} else {
 		rep.Dataplane = &DataplaneReport{Health: h, Stats: s}
+		if n.cfg.MetricsAddr != "" {
+			rep.Dataplane.MetricsURL = "http://" + n.cfg.MetricsAddr + "/metrics"
+		}
 	}
 	rep.Host = n.hostReport()
 	if peers {

@@ -108,6 +108,9 @@ type GroupReport struct {
 type DataplaneReport struct {
 	Health sidecar.Health `json:"health"`
 	Stats  sidecar.Stats  `json:"stats"`
+	// MetricsURL is the dataplane's own Prometheus /metrics (node.json's
+	// dataplane_metrics_addr), "" when it serves none.
+	MetricsURL string `json:"metrics_url,omitempty"`
 }
 
 // HostReport is the machine the node runs on.

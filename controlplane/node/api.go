@@ -6,7 +6,7 @@ import (
 	"github.com/claudefs/claudefs/controlplane/cluster"
 )
 
-// The client API: JSON over HTTP on Config.ClientAddr. Any node answers; requests that
+// The client API: JSON over HTTPS on Config.ClientAddr (certificates: tls.go). Any node answers; requests that
 // need the cluster group's leader are forwarded to it (one hop; the answer says which
 // node served it). Field names are stable: scripts read them.
 
@@ -72,13 +72,19 @@ type JoinRequest struct {
 	ClientAddr    string `json:"client_addr"`
 	DataplaneAddr string `json:"dataplane_addr"`
 	Devices       int    `json:"devices"`
+	// CSR is a PEM certificate request for the joiner's key; the node certificate
+	// issued for it names the addresses above.
+	CSR string `json:"csr"`
 }
 
 // JoinResponse tells a new node who it is and whom to meet.
 type JoinResponse struct {
 	NodeID      string   `json:"node_id"`
 	ClusterName string   `json:"cluster_name"`
-	Seeds       []string `json:"seeds"` // gossip addresses of current members
+	Seeds       []string `json:"seeds"`   // gossip addresses of current members
+	CACert      string   `json:"ca_cert"` // PEM: the cluster CA
+	CAKey       string   `json:"ca_key"`  // PEM: its key (every node can admit joiners)
+	Cert        string   `json:"cert"`    // PEM: the new node's certificate, for the CSR's key
 }
 
 // KVRequest is POST /v1/kv/GROUP: one operation on a replicated key-value group.

@@ -3,12 +3,15 @@ package node
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -34,14 +37,56 @@ func (e *APIError) Error() string {
 	return msg
 }
 
-// Client calls a node's client API.
+// Client calls a node's client API over HTTPS.
 type Client struct {
-	HTTP *http.Client
+	HTTP  *http.Client
+	creds Creds // the files tc came from, for error messages (may be empty)
 }
 
-// NewClient returns a client whose requests give up after timeout.
-func NewClient(timeout time.Duration) *Client {
-	return &Client{HTTP: &http.Client{Timeout: timeout, Transport: &http.Transport{MaxIdleConnsPerHost: 64, IdleConnTimeout: 30 * time.Second}}}
+// NewClient returns a client presenting and trusting what tc says (Creds.Client builds
+// it from files), whose requests give up after timeout.
+func NewClient(timeout time.Duration, tc *tls.Config) *Client {
+	return &Client{HTTP: &http.Client{Timeout: timeout, Transport: &http.Transport{
+		TLSClientConfig: tc, TLSHandshakeTimeout: 5 * time.Second, MaxIdleConnsPerHost: 64, IdleConnTimeout: 30 * time.Second}}}
+}
+
+// CredError is a failure of the TLS credentials (a certificate missing, refused or of
+// another cluster): trying another node will not help.
+type CredError struct{ Msg string }
+
+func (e *CredError) Error() string { return e.Msg }
+
+// explain turns a transport failure talking to addr into a message saying what to do.
+func (c *Client) explain(addr string, err error) error {
+	if e := c.explainTLS(addr, err); e != nil {
+		return &CredError{Msg: e.Error()}
+	}
+	return fmt.Errorf("node at %s unreachable: %w (is its control process running? `cfs dev status` lists the addresses)", addr, err)
+}
+
+func (c *Client) explainTLS(addr string, err error) error {
+	s := err.Error()
+	var unknownCA x509.UnknownAuthorityError
+	var badHost x509.HostnameError
+	cert, ca := c.creds.Cert, c.creds.CA
+	if cert == "" {
+		cert = "presented"
+	}
+	switch {
+	case strings.Contains(s, "tls: certificate required"):
+		return fmt.Errorf("node at %s refused the connection: %w", addr, ErrNoCert)
+	case strings.Contains(s, "tls: unknown certificate authority"), strings.Contains(s, "tls: bad certificate"):
+		return fmt.Errorf("node at %s refused the client certificate %s: it is not signed by this cluster's CA (a certificate of another cluster?); use this cluster's (cfs dev env prints it; on a node: DIR/tls/)", addr, cert)
+	case strings.Contains(s, "tls: expired certificate"):
+		return fmt.Errorf("node at %s refused the client certificate %s: it has expired; issue a new one", addr, cert)
+	case errors.As(err, &unknownCA):
+		return fmt.Errorf("the certificate of the node at %s is not signed by the CA in %s: the CA is another cluster's, or the address is; set CLAUDEFS_CA/--ca to this cluster's ca.crt (cfs dev env prints it)", addr, ca)
+	case errors.As(err, &badHost):
+		return fmt.Errorf("the certificate of the node at %s does not name that address (%v): reach the node at the address it was made with", addr, err)
+	case strings.Contains(s, "server gave HTTP response to HTTPS client"):
+		return fmt.Errorf("node at %s answers plain HTTP: it runs a cfs from before the client API used TLS; upgrade and restart it", addr)
+	}
+	return nil
 }
 
 // Do sends in (JSON, or no body when nil) to addr's path and decodes the answer into out.
@@ -55,7 +100,7 @@ func (c *Client) Do(ctx context.Context, addr, method, path string, in, out any)
 		}
 		body = bytes.NewReader(b)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, "http://"+addr+path, body)
+	req, err := http.NewRequestWithContext(ctx, method, "https://"+addr+path, body)
 	if err != nil {
 		return err
 	}
@@ -64,7 +109,7 @@ func (c *Client) Do(ctx context.Context, addr, method, path string, in, out any)
 	}
 	resp, err := c.HTTP.Do(req)
 	if err != nil {
-		return fmt.Errorf("node at %s unreachable: %w (is its control process running? `cfs dev status` lists the addresses)", addr, err)
+		return c.explain(addr, err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, MaxResponseBytes+1))

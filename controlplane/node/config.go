@@ -27,6 +27,9 @@ type Config struct {
 	GossipAddr    string `json:"gossip_addr"`    // memberlist, HOST:PORT (TCP and UDP)
 	ClientAddr    string `json:"client_addr"`    // client and admin API, HOST:PORT
 	DataplaneAddr string `json:"dataplane_addr"` // the dataplane's data port, HOST:PORT
+	// MetricsAddr is where the dataplane serves Prometheus /metrics (plain HTTP),
+	// HOST:PORT; "" when it does not.
+	MetricsAddr string `json:"dataplane_metrics_addr,omitempty"`
 
 	Device     string `json:"device"`      // the dataplane's device (file or block device)
 	DeviceSize string `json:"device_size"` // size of a file device laid out on first start
@@ -66,6 +69,12 @@ func (c *Config) Validate() error {
 		host, port, err := net.SplitHostPort(addr)
 		if err != nil || host == "" || port == "" || port == "0" {
 			return fmt.Errorf("node.json: %s %q: want HOST:PORT with a fixed port", name, addr)
+		}
+	}
+	if c.MetricsAddr != "" {
+		host, port, err := net.SplitHostPort(c.MetricsAddr)
+		if err != nil || host == "" || port == "" || port == "0" {
+			return fmt.Errorf("node.json: dataplane_metrics_addr %q: want HOST:PORT with a fixed port, or none", c.MetricsAddr)
 		}
 	}
 	if c.Device == "" {

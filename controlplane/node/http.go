@@ -18,6 +18,7 @@ import (
 	"github.com/claudefs/claudefs/controlplane/cluster"
 	"github.com/claudefs/claudefs/controlplane/kvsm"
 	"github.com/claudefs/claudefs/controlplane/multiraft"
+	"github.com/claudefs/claudefs/controlplane/pki"
 )
 
 // MaxRequestBytes bounds a client API request body.
@@ -33,7 +34,7 @@ func (n *Node) routes() http.Handler {
 	mux.HandleFunc("POST /v1/join", n.handleJoin)
 	mux.HandleFunc("POST /v1/kv/{group}", n.handleKV)
 	n.adminRoutes(mux) // admin.go: /v1/admin/…, /metrics
-	return mux
+	return n.requireCert(mux)
 }
 
 func (n *Node) writeJSON(w http.ResponseWriter, status int, v any) {
@@ -150,7 +151,7 @@ func (n *Node) handleToken(w http.ResponseWriter, r *http.Request) {
 	if exp.IsZero() {
 		exp = time.Now().UTC().Add(cluster.TokenTTL)
 	}
-	n.writeJSON(w, http.StatusOK, &TokenResponse{Token: secret, Expires: exp})
+	n.writeJSON(w, http.StatusOK, &TokenResponse{Token: JoinToken(secret, pki.Pin(n.tls.ca.Cert)), Expires: exp})
 }
 
 func (n *Node) handleJoin(w http.ResponseWriter, r *http.Request) {
@@ -166,6 +167,11 @@ func (n *Node) handleJoin(w http.ResponseWriter, r *http.Request) {
 		n.fail(w, http.StatusBadRequest, "bad_request", fmt.Errorf("devices %d: want 0..64", req.Devices), "")
 		return
 	}
+	// The CSR is checked before the token is spent on it.
+	if _, err := pki.ParseCSR([]byte(req.CSR)); err != nil {
+		n.fail(w, http.StatusBadRequest, "bad_request", fmt.Errorf("the join request's csr: %w", err), "join with a cfs that sends a certificate request")
+		return
+	}
 	res, err := n.propose(r.Context(), &cluster.Command{Op: cluster.OpJoin, Secret: req.Token, Node: &cluster.Node{
 		RaftAddr: req.RaftAddr, GossipAddr: req.GossipAddr, ClientAddr: req.ClientAddr, DataplaneAddr: req.DataplaneAddr, Devices: make([]string, req.Devices)}})
 	if err != nil {
@@ -177,7 +183,17 @@ func (n *Node) handleJoin(w http.ResponseWriter, r *http.Request) {
 		n.fail(w, http.StatusInternalServerError, "internal", err, "")
 		return
 	}
-	resp := &JoinResponse{NodeID: res.NodeID, ClusterName: st.Name}
+	cert, err := n.issueNodeCert(req.CSR, res.NodeID, &req)
+	if err != nil {
+		n.fail(w, http.StatusInternalServerError, "internal", fmt.Errorf("issuing the certificate of %s: %w", res.NodeID, err), "")
+		return
+	}
+	caKey, err := pki.KeyPEM(n.tls.ca.Key)
+	if err != nil {
+		n.fail(w, http.StatusInternalServerError, "internal", err, "")
+		return
+	}
+	resp := &JoinResponse{NodeID: res.NodeID, ClusterName: st.Name, CACert: string(pki.CertPEM(n.tls.ca.Cert)), CAKey: string(caKey), Cert: cert}
 	for _, id := range st.NodeIDs() {
 		if id != res.NodeID {
 			resp.Seeds = append(resp.Seeds, st.Nodes[id].GossipAddr)
@@ -332,7 +348,7 @@ func (n *Node) forward(w http.ResponseWriter, r *http.Request, addr, id string, 
 	b, _ := json.Marshal(body)
 	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, r.Method, "http://"+addr+r.URL.RequestURI(), bytes.NewReader(b))
+	req, _ := http.NewRequestWithContext(ctx, r.Method, "https://"+addr+r.URL.RequestURI(), bytes.NewReader(b))
 	req.Header.Set(forwardedHeader, n.cfg.ID)
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := n.client.HTTP.Do(req)
@@ -341,7 +357,7 @@ func (n *Node) forward(w http.ResponseWriter, r *http.Request, addr, id string, 
 		return
 	}
 	if err != nil {
-		n.fail(w, http.StatusBadGateway, "unavailable", fmt.Errorf("forwarding to %s at %s: %w", id, addr, err), "retry")
+		n.fail(w, http.StatusBadGateway, "unavailable", fmt.Errorf("forwarding to %s: %w", id, n.client.explain(addr, err)), "retry")
 		return
 	}
 	defer resp.Body.Close()

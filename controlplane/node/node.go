@@ -20,6 +20,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log"
 	"net"
 	"net/http"
 	"sort"
@@ -52,7 +53,8 @@ type Node struct {
 	csm    *clusterSM
 	cgroup *multiraft.Group
 	gossip *membership.Membership
-	client *Client
+	tls    *nodeTLS // certificates (tls.go)
+	client *Client  // the client API of other nodes, with this node's certificate
 	http   *http.Server
 
 	mu     sync.Mutex
@@ -67,7 +69,11 @@ func Run(ctx context.Context, dir string, logf func(string, ...any)) error {
 	if err != nil {
 		return err
 	}
-	n := &Node{cfg: cfg, dir: dir, logf: logf, start: time.Now(), shards: map[uint32]*multiraft.Group{}, client: NewClient(10 * time.Second)}
+	tlsc, err := loadNodeTLS(dir)
+	if err != nil {
+		return err
+	}
+	n := &Node{cfg: cfg, dir: dir, logf: logf, start: time.Now(), shards: map[uint32]*multiraft.Group{}, tls: tlsc, client: NewClient(10*time.Second, tlsc.client)}
 	n.host, err = multiraft.Open(multiraft.Config{
 		NodeID:         cfg.ID,
 		Dir:            RaftDir(dir),
@@ -111,13 +117,14 @@ func Run(ctx context.Context, dir string, logf func(string, ...any)) error {
 	if err != nil {
 		return fmt.Errorf("client API on %s: %w", cfg.ClientAddr, err)
 	}
-	n.http = &http.Server{Handler: n.routes(), ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: 64 << 10}
+	n.http = &http.Server{Handler: n.routes(), ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: 64 << 10,
+		TLSConfig: n.tls.server, ErrorLog: log.New(logWriter(logf), "client API: ", 0)}
 	go func() {
-		if err := n.http.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := n.http.ServeTLS(l, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			logf("client API: %v", err)
 		}
 	}()
-	logf("%s running: client API %s, Raft %s, gossip %s", cfg.ID, cfg.ClientAddr, cfg.RaftAddr, cfg.GossipAddr)
+	logf("%s running: client API https://%s, Raft %s, gossip %s", cfg.ID, cfg.ClientAddr, cfg.RaftAddr, cfg.GossipAddr)
 
 	loops, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup

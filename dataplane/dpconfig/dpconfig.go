@@ -77,6 +77,7 @@ type Config struct {
 	Affinity       Affinity      // cpu.affinity
 	IOThreads      int           // cpu.io_threads; 0: one per two CPUs
 	ControlSocket  string        // control.socket
+	MetricsListen  string        // metrics.listen, HOST:PORT; "": no /metrics
 }
 
 // Key is one configuration key.
@@ -306,6 +307,9 @@ var keys = []Key{
 	strKey("control.socket", "control-socket", "", fmt.Sprintf("a path of at most %d bytes", MaxSocketPath), MaxSocketPath,
 		"Unix socket of the sidecar channel to the node's control process (required; created 0600, removed on exit)",
 		func(c *Config) *string { return &c.ControlSocket }),
+	addrKey("metrics.listen", "metrics-listen",
+		"TCP address to serve Prometheus /metrics on, plain HTTP (default: none); port 0 picks a free one and the log says which",
+		func(c *Config) *string { return &c.MetricsListen }),
 }
 
 func intKey(name, flag string, live bool, def string, lo, hi int, zero, help string, f func(*Config) *int) Key {

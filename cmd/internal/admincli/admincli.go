@@ -34,6 +34,9 @@ type Options struct {
 type flags struct {
 	endpoint string
 	nodeDir  string
+	cert     string
+	key      string
+	ca       string
 	asJSON   bool
 	timeout  time.Duration
 	o        Options
@@ -43,6 +46,9 @@ func (f *flags) register(cmd *cobra.Command) {
 	fs := cmd.PersistentFlags()
 	fs.StringVar(&f.endpoint, "endpoint", "", "client API address(es) of any node, HOST:PORT[,HOST:PORT…] (default $CFS_ENDPOINT, else this node's own from --node-dir)")
 	fs.StringVar(&f.nodeDir, "node-dir", "/var/lib/cfs", "node directory whose node.json names this node's client API (used without --endpoint and $CFS_ENDPOINT)")
+	fs.StringVar(&f.cert, "cert", "", "client certificate, PEM holding the certificate and its key (default $CLAUDEFS_CERT, else the node's own from --node-dir)")
+	fs.StringVar(&f.key, "key", "", "the client certificate's key when --cert holds only the certificate (default $CLAUDEFS_KEY)")
+	fs.StringVar(&f.ca, "ca", "", "the cluster CA's certificate the nodes are checked against (default $CLAUDEFS_CA, else --node-dir's tls/ca.crt)")
 	fs.BoolVar(&f.asJSON, "json", false, "print JSON (stable field names: docs/operations.md)")
 	fs.DurationVar(&f.timeout, "timeout", 20*time.Second, "give up after this long")
 }
@@ -85,7 +91,10 @@ func (f *flags) call(ctx context.Context, method, path string, in, out any) (str
 	if err != nil {
 		return "", err
 	}
-	c := node.NewClient(f.timeout)
+	c, err := f.client()
+	if err != nil {
+		return "", err
+	}
 	var errs []string
 	for _, ep := range eps {
 		tctx, cancel := context.WithTimeout(ctx, perTry)
@@ -96,8 +105,12 @@ func (f *flags) call(ctx context.Context, method, path string, in, out any) (str
 		if err == nil {
 			return ep, nil
 		}
+		var credErr *node.CredError
 		if errors.As(err, &apiErr) {
 			return ep, err // the node answered: its answer stands
+		}
+		if errors.As(err, &credErr) {
+			return ep, err // every node would refuse the same credentials
 		}
 		if timedOut {
 			err = fmt.Errorf("node at %s did not answer within %s (stopped or hung?)", ep, perTry)
@@ -112,7 +125,17 @@ func (f *flags) call(ctx context.Context, method, path string, in, out any) (str
 
 // callAt sends one request to addr.
 func (f *flags) callAt(ctx context.Context, addr, method, path string, in, out any) error {
-	return node.NewClient(f.timeout).Do(ctx, addr, method, path, in, out)
+	c, err := f.client()
+	if err != nil {
+		return err
+	}
+	return c.Do(ctx, addr, method, path, in, out)
+}
+
+// client is an API client with the certificate and CA of --cert/--key/--ca, else
+// $CLAUDEFS_CERT/$CLAUDEFS_KEY/$CLAUDEFS_CA, else the node directory's own.
+func (f *flags) client() (*node.Client, error) {
+	return node.FindCreds(f.cert, f.key, f.ca, f.nodeDir).Client(f.timeout)
 }
 
 func (f *flags) ctx() (context.Context, context.CancelFunc) {
@@ -157,9 +180,13 @@ configuration, metrics, alerts and maintenance, as the operations runbook uses t
 
 The cluster is found from --endpoint, else $CFS_ENDPOINT (comma-separated
 addresses are tried in order), else the node.json of the node this runs on
-(--node-dir). Every command takes --json for scripts; exit status is 0 on
+(--node-dir). The API is HTTPS with client certificates of the cluster's CA:
+the certificate comes from --cert (PEM with certificate and key; or --key for
+the key), else $CLAUDEFS_CERT ($CLAUDEFS_KEY), else the node's own (--node-dir's
+tls/node.crt); the CA from --ca, else $CLAUDEFS_CA, else --node-dir's
+tls/ca.crt. 'cfs dev env' prints all of them for a dev cluster. Every command takes --json for scripts; exit status is 0 on
 success, 1 when the cluster could not do it, 2 on a bad command line.`,
-		Example: fmt.Sprintf(`  eval "$(cfs dev env)"            # a dev cluster: sets CFS_ENDPOINT
+		Example: fmt.Sprintf(`  eval "$(cfs dev env)"            # a dev cluster: CFS_ENDPOINT, CLAUDEFS_CERT, CLAUDEFS_CA
   %[1]s status
   %[1]s node-status --all --json | jq '.nodes[] | {id, state}'`, p),
 		Args:          cobra.NoArgs,

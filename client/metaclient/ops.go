@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"syscall"
+	"time"
 
 	"github.com/claudefs/claudefs/controlplane/meta"
 )
@@ -48,27 +49,35 @@ func (c *Client) GetAttr(ctx context.Context, ino meta.Ino) (meta.Inode, error) 
 }
 
 // Lookup returns the entry name of directory parent, with its inode's
-// attributes.
+// attributes. When the inode lives on another shard it is read there; if
+// it is gone by then, the entry was removed meanwhile and the lookup runs
+// again, so the answer is one state of the namespace, never a mix.
 func (c *Client) Lookup(ctx context.Context, parent meta.Ino, name string) (meta.Entry, error) {
 	if len(name) > meta.MaxNameBytes {
 		return meta.Entry{}, syscall.ENAMETOOLONG
 	}
-	a, err := c.query(ctx, parent.Shard(), &meta.Query{Kind: meta.QLookup, Ino: parent, Name: name})
-	if err != nil {
-		return meta.Entry{}, err
-	}
-	if err := statusErr(a.Status, parent.Shard()); err != nil {
-		return meta.Entry{}, err
-	}
-	e := a.Entry
-	if e.Attr == nil {
+	for attempt := 0; ; attempt++ {
+		a, err := c.query(ctx, parent.Shard(), &meta.Query{Kind: meta.QLookup, Ino: parent, Name: name})
+		if err != nil {
+			return meta.Entry{}, err
+		}
+		if err := statusErr(a.Status, parent.Shard()); err != nil {
+			return meta.Entry{}, err
+		}
+		e := a.Entry
+		if e.Attr != nil {
+			return e, nil
+		}
 		in, err := c.GetAttr(ctx, e.Ino)
+		if err == syscall.ENOENT && attempt < 16 {
+			continue
+		}
 		if err != nil {
 			return meta.Entry{}, err
 		}
 		e.Attr = &in
+		return e, nil
 	}
-	return e, nil
 }
 
 // Create makes a regular file (or, by mode's type bits, a fifo, socket or
@@ -417,4 +426,15 @@ func (c *Client) StatFS(ctx context.Context) (FSStat, error) {
 		st.InodeLimit = max(st.InodeLimit, o.st.Limit)
 	}
 	return st, firstErr
+}
+
+// Intents lists the cross-shard transactions prepared on shard before
+// before and not yet finished (at most 256): what fsck and the tests read
+// to see that nothing stays locked.
+func (c *Client) Intents(ctx context.Context, shard uint32, before time.Time) ([]meta.Intent, error) {
+	a, err := c.query(ctx, shard, &meta.Query{Kind: meta.QIntents, Time: before.UnixNano()})
+	if err != nil {
+		return nil, err
+	}
+	return a.Intents, statusErr(a.Status, shard)
 }

@@ -47,6 +47,9 @@ fuzz:
 	$(GO) test -run XXX -fuzz FuzzDecodeRequest -fuzztime $(FUZZTIME) ./dataplane/
 	$(GO) test -run XXX -fuzz FuzzServerStream -fuzztime $(FUZZTIME) ./dataplane/sidecar/
 	$(GO) test -run XXX -fuzz FuzzClientResponse -fuzztime $(FUZZTIME) ./dataplane/sidecar/
+	$(GO) test -run XXX -fuzz FuzzProfileReply -fuzztime $(FUZZTIME) ./dataplane/sidecar/
+	$(GO) test -run XXX -fuzz FuzzDecode -fuzztime $(FUZZTIME) ./profiling/analyze/
+	$(GO) test -run XXX -fuzz FuzzParsePerfScript -fuzztime $(FUZZTIME) ./profiling/analyze/
 	$(GO) test -run XXX -fuzz FuzzSet -fuzztime $(FUZZTIME) ./dataplane/dpconfig/
 	$(GO) test -run XXX -fuzz FuzzLoad -fuzztime $(FUZZTIME) ./dataplane/dpconfig/
 	$(GO) test -run XXX -fuzz FuzzDecodeFrame -fuzztime $(FUZZTIME) ./controlplane/raftmux/

@@ -6,6 +6,7 @@ import (
 	"strconv"
 
 	"github.com/claudefs/claudefs/netio"
+	"github.com/claudefs/claudefs/profiling"
 )
 
 // The dataplane's pprof labels, on which per-core CPU profiles are cut:
@@ -14,25 +15,23 @@ import (
 //	      placement pins to the same CPU) carry core=i
 //	role  io (a partition's goroutine: the store and its ring), net (an event
 //	      loop: sockets, frames, the fast path into a partition), worker (the
-//	      request workers), control (the sidecar channel)
+//	      request workers)
 //	op    on workers, the request's operation (write, read, delete, stat,
 //	      list, stats)
 //
 // Labels are set once per goroutine (partitions, event loops) or, on workers,
 // per request from contexts built once here: pprof.SetGoroutineLabels of a
 // ready context stores one pointer, with no allocation on the hot path.
+//
+// The names are profiling's (LabelCore, LabelRole, LabelOp, Role*), so the
+// tools that cut profiles need not import the dataplane.
 const (
-	LabelCore = "core"
-	LabelRole = "role"
-	LabelOp   = "op"
-)
-
-// Roles (values of LabelRole).
-const (
-	RoleIO      = "io"
-	RoleNet     = "net"
-	RoleWorker  = "worker"
-	RoleControl = "control"
+	LabelCore  = profiling.LabelCore
+	LabelRole  = profiling.LabelRole
+	LabelOp    = profiling.LabelOp
+	RoleIO     = profiling.RoleIO
+	RoleNet    = profiling.RoleNet
+	RoleWorker = profiling.RoleWorker
 )
 
 // coreLabels returns the label context of I/O core i in role.

@@ -14,6 +14,22 @@ import (
 	"time"
 )
 
+// The pprof labels the dataplane puts on its goroutines (dataplane/labels.go
+// says where): core is the I/O core number, role what the goroutine does,
+// op the request's operation on workers.
+const (
+	LabelCore = "core"
+	LabelRole = "role"
+	LabelOp   = "op"
+)
+
+// Values of LabelRole.
+const (
+	RoleIO     = "io"     // a store partition's goroutine (its ring)
+	RoleNet    = "net"    // a network event loop
+	RoleWorker = "worker" // a request worker
+)
+
 // ErrBusy is returned while another CPU profile of the process runs (the Go
 // runtime takes one at a time).
 var ErrBusy = errors.New("profiling: a CPU profile of this process is already being taken")

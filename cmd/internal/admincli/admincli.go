@@ -179,6 +179,6 @@ success, 1 when the cluster could not do it, 2 on a bad command line.`,
 	cmd.AddCommand(newStatus(f), newNodeStatus(f), newNodeList(f), newAlerts(f), newCapacityCheck(f), newStats(f),
 		newHealthReport(f), storage, newRaftStatus(f), newShardStats(f), newShardDistribution(f), config, newMetrics(f),
 		newHardwareStats(f), newNetworkHealth(f), newSetLogLevel(f), newSetWindow(f), newClearWindow(f), newNodeStop(f),
-		newClusterToken(f))
+		newClusterToken(f), newProfile(f), newFlamegraph(f), newWorkloadAnalysis(f), newProcessTop(f), newPerfProfile(f), newPerfFlamegraph(f))
 	return cmd
 }

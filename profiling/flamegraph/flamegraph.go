@@ -192,7 +192,7 @@ text { font-family: Verdana, sans-serif; font-size: %dpx; fill: #000; }
 		name := esc(f.Name)
 		fmt.Fprintf(bw, `<g class="f" data-o="%d" data-v="%d" data-d="%d"><title>%s (%d %s, %.2f%%)</title><rect x="%.2f" y="%d" width="%.2f" height="%d" rx="2" fill="%s"/><text x="%.2f" y="%d">%s</text></g>
 `, f.Offset, f.Value, f.Depth, name, f.Value, esc(opt.Unit), pct, sideMargin+f.X, y, f.W, frameHeight-1, colour(f.Name),
-			sideMargin+f.X+3, y+frameHeight-4, esc(clip(f.Name, f.W)))
+			sideMargin+f.X+3, y+frameHeight-4, esc(clip(short(f.Name), f.W)))
 	}
 	fmt.Fprintf(bw, "</g>\n<script type=\"text/ecmascript\"><![CDATA[\n%s]]></script>\n</svg>\n", script)
 	return bw.Flush()
@@ -210,6 +210,18 @@ func clip(name string, w float64) string {
 	}
 	r := []rune(name)
 	return string(r[:fit-2]) + ".."
+}
+
+// short is a frame's label: the name without its package's import path
+// ("github.com/a/b/pkg.F" is drawn "pkg.F"; the title keeps it whole).
+func short(name string) string {
+	if strings.HasPrefix(name, "[") {
+		return name
+	}
+	if i := strings.LastIndex(name, "/"); i >= 0 {
+		return name[i+1:]
+	}
+	return name
 }
 
 // esc makes s safe as XML text or an attribute value: markup characters
@@ -255,6 +267,7 @@ const script = `(function () {
   function nameOf(g) { var t = g.querySelector("title").textContent; return t.substring(0, t.lastIndexOf(" (")); }
   function label(g, w) {
     var name = nameOf(g), fit = Math.floor((w - 6) / charW);
+    if (name.charAt(0) !== "[") name = name.substring(name.lastIndexOf("/") + 1);
     var txt = g.querySelector("text");
     if (fit < 3) { txt.textContent = ""; return; }
     txt.textContent = name.length <= fit ? name : name.substring(0, fit - 2) + "..";

@@ -132,6 +132,14 @@ func TestRenderSVG(t *testing.T) {
 	}
 }
 
+func TestShort(t *testing.T) {
+	for in, want := range map[string]string{"github.com/x/y/pkg.(*T).F": "pkg.(*T).F", "main.main": "main.main", "[/usr/bin/dash]": "[/usr/bin/dash]"} {
+		if got := short(in); got != want {
+			t.Errorf("short(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
 func TestClip(t *testing.T) {
 	for _, c := range []struct {
 		name string

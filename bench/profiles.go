@@ -17,6 +17,10 @@ type Profile struct {
 	// store:, dataplane:); otherwise it names the kind of target the
 	// profile needs and that cfs bench does not have yet.
 	Needs string
+	// Targets, when set, is the only kind of target the profile runs on,
+	// with its own workload rather than a job file (small-files on dir:,
+	// RunSmallFiles).
+	Targets string
 }
 
 // blockCommon is what every block profile shares: 1 GiB per job (the
@@ -36,7 +40,7 @@ var profiles = []Profile{
 		Options: "rw=randrw rwmixread=70 bs=4k iodepth=32 " + blockCommon},
 	{Name: "small-files", Description: "many small files written whole and read back: 4-64 KiB each, 10000 files, 32 open at a time",
 		Options: "rw=write bssplit=4k/40:16k/40:64k/20 nrfiles=10000 filesize=4k-64k openfiles=32 create_on_open=1 fsync_on_close=1 direct=1",
-		Needs:   "a dir: or cluster: target (files in a file system)"},
+		Targets: "dir:"},
 	{Name: "metadata", Description: "file creates, stats and deletes in one directory: metadata operations per second",
 		Options: "ioengine=filecreate nrfiles=10000 filesize=0; then ioengine=filestat; then ioengine=filedelete",
 		Needs:   "a dir: or cluster: target (files in a file system)"},
@@ -47,7 +51,7 @@ func Profiles() []Profile { return append([]Profile(nil), profiles...) }
 
 // FioFlags renders the profile's options as fio command-line flags.
 func (p Profile) FioFlags() string {
-	if p.Needs != "" {
+	if p.Needs != "" || p.Targets != "" {
 		return p.Options
 	}
 	f := strings.Fields(p.Options)
@@ -68,6 +72,10 @@ func ProfileJobFile(name string) (*JobFile, error) {
 		if p.Needs != "" {
 			return nil, Usagef("profile %s needs %s, which cfs bench does not support yet", name, p.Needs)
 		}
+		if p.Targets != "" {
+			return nil, Usagef("profile %s runs its own file workload on a %s target only (cluster: is not supported yet): cfs bench run --profile %s --target %sPATH",
+				name, p.Targets, name, p.Targets)
+		}
 		text := "[" + p.Name + "]\n" + strings.Join(strings.Fields(p.Options), "\n") + "\n"
 		return ParseJobFile("profile "+name, []byte(text))
 	}
@@ -84,9 +92,12 @@ func WriteProfiles(w io.Writer) error {
 	for _, p := range profiles {
 		fmt.Fprintf(&b, "%-13s %s\n", p.Name, p.Description)
 		fmt.Fprintf(&b, "%-13s fio: %s\n", "", p.FioFlags())
-		if p.Needs != "" {
+		switch {
+		case p.Needs != "":
 			fmt.Fprintf(&b, "%-13s needs %s: not supported yet\n", "", p.Needs)
-		} else {
+		case p.Targets != "":
+			fmt.Fprintf(&b, "%-13s targets: %s (cluster: not supported yet); create, write, fsync, close, stat, read, unlink: ops/s\n", "", p.Targets)
+		default:
 			fmt.Fprintf(&b, "%-13s targets: device:, store:, dataplane:\n", "")
 		}
 	}

@@ -44,12 +44,12 @@ type SmallFiles struct {
 
 // SmallOp is one operation's figures in a small-files run.
 type SmallOp struct {
-	Op      string    `json:"op"` // create, write, fsync, close, stat, open, read, unlink
-	Count   int64     `json:"count"`
-	OpsPerS float64   `json:"ops_per_s"` // Count over the phase's elapsed time
-	P50us   float64   `json:"lat_p50_us"`
-	P99us   float64   `json:"lat_p99_us"`
-	MaxUs   float64   `json:"lat_max_us"`
+	Op      string  `json:"op"` // create, write, fsync, close, stat, open, read, unlink
+	Count   int64   `json:"count"`
+	OpsPerS float64 `json:"ops_per_s"` // Count over the phase's elapsed time
+	P50us   float64 `json:"lat_p50_us"`
+	P99us   float64 `json:"lat_p99_us"`
+	MaxUs   float64 `json:"lat_max_us"`
 }
 
 // SmallPhase is one pass over the files.

@@ -22,9 +22,9 @@ import (
 	"github.com/claudefs/claudefs/controlplane/node"
 	"github.com/claudefs/claudefs/controlplane/supervise"
 	"github.com/claudefs/claudefs/dataplane"
+	"github.com/claudefs/claudefs/dataplane/sidecar"
 	"github.com/claudefs/claudefs/netio"
 	"github.com/claudefs/claudefs/nvme/chunkstore"
-	"github.com/claudefs/claudefs/dataplane/sidecar"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 )

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"syscall"
 
@@ -172,6 +173,10 @@ func (t *dirTarget) RunJob(job *Job) error {
 // reads land in the first half, writes go from the second (the pattern),
 // so what is written never is what was just read.
 func dirWorker(fd int, w *Worker, buf []byte, spec *Spec) error {
+	// A thread of its own, as fio's: blocking system calls then cost no
+	// handoff of the goroutine between threads.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	rbuf, wbuf := buf[:spec.BlockSize], buf[spec.BlockSize:]
 	fillPattern(wbuf)
 	for {

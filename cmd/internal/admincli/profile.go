@@ -126,6 +126,9 @@ func (f *flags) fetch(p *profileFlags) (*taken, error) {
 		return nil, fmt.Errorf("the profile of %s: %w", t.what(), err)
 	}
 	t.Prof = prof
+	if p.input != "" {
+		t.Dur = time.Duration(prof.DurationNanos)
+	}
 	if p.core >= 0 {
 		cores := analyze.LabelValues(prof, profiling.LabelCore)
 		if _, kept := analyze.KeepLabel(prof, profiling.LabelCore, strconv.Itoa(p.core)); kept == 0 {
@@ -142,6 +145,14 @@ func (f *flags) fetch(p *profileFlags) (*taken, error) {
 		t.Raw = buf.Bytes()
 	}
 	return t, nil
+}
+
+// needSamples refuses a profile without samples, saying why that happens.
+func needSamples(t *taken) error {
+	if analyze.Total(t.Prof) > 0 {
+		return nil
+	}
+	return fmt.Errorf("the profile of %s holds no samples: it used no CPU for %s (idle?); profile it while it is busy, or for longer", t.what(), t.Dur)
 }
 
 // ProfileJSON is `profile --json`.
@@ -234,6 +245,9 @@ the frames matching a regular expression. Open it in a browser.`,
 			if err != nil {
 				return f.fail(err)
 			}
+			if err := needSamples(t); err != nil {
+				return f.fail(err)
+			}
 			sub := fmt.Sprintf("%s, %s", t.what(), t.Dur)
 			if pf.core >= 0 {
 				sub += fmt.Sprintf(", core %d", pf.core)
@@ -301,6 +315,9 @@ samples, percent, top[] {function, samples}}, by_role_percent{role: pct}.`,
 			}
 			t, err := f.fetch(&pf)
 			if err != nil {
+				return f.fail(err)
+			}
+			if err := needSamples(t); err != nil {
 				return f.fail(err)
 			}
 			buckets, total := analyze.Workload(t.Prof)

@@ -76,6 +76,52 @@ func TestHelpOnEveryCommand(t *testing.T) {
 	}
 }
 
+// TestPerfCommands records this process with perf while it burns CPU and
+// draws the recording, when perf works on the machine.
+func TestPerfCommands(t *testing.T) {
+	if _, err := exec.LookPath("perf"); err != nil {
+		t.Skip("perf not installed (make tools installs linux-perf)")
+	}
+	dir := t.TempDir()
+	data, svg := filepath.Join(dir, "perf.data"), filepath.Join(dir, "cpu.svg")
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		x := uint64(1)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				for i := 0; i < 1e5; i++ {
+					x = x*6364136223846793005 + 1442695040888963407
+				}
+			}
+		}
+	}()
+	var pj admincli.PerfProfileJSON
+	out, errs, code := ctl("127.0.0.1:1", "perf-profile", "--duration", "1s", "--pid", fmt.Sprint(os.Getpid()), "-o", data, "--json")
+	if code != 0 {
+		if strings.Contains(errs, "perf could not record") || strings.Contains(errs, "offers no perf events") || strings.Contains(errs, "refuses perf events") {
+			t.Skipf("perf does not record here: %s", errs)
+		}
+		t.Fatalf("perf-profile: exit %d: %s", code, errs)
+	}
+	if err := json.Unmarshal([]byte(out), &pj); err != nil || pj.Samples == 0 || pj.File != data {
+		t.Fatalf("perf-profile --json: %v %+v", err, pj)
+	}
+	if _, errs, code := ctl("127.0.0.1:1", "perf-generate-flamegraph", "--input", data, "--output", svg); code != 0 {
+		t.Fatalf("perf-generate-flamegraph: exit %d: %s", code, errs)
+	}
+	b, err := os.ReadFile(svg)
+	if err != nil || !strings.Contains(string(b), "<title>cfsctl.test") {
+		t.Fatalf("the SVG does not name the command recorded: %v\n%.600s", err, b)
+	}
+	if _, errs, code := ctl("127.0.0.1:1", "perf-generate-flamegraph", "--input", filepath.Join(dir, "absent"), "--output", svg); code != 1 || !strings.Contains(errs, "perf-profile") {
+		t.Errorf("a missing recording: exit %d: %s", code, errs)
+	}
+}
+
 // TestAgainstDevCluster runs the commands against a 3-node dev cluster of real processes
 // with 256 shards and checks their --json against the cluster's own state.
 func TestAgainstDevCluster(t *testing.T) {
@@ -370,6 +416,11 @@ func TestAgainstDevCluster(t *testing.T) {
 		}
 		if pt.Node != cfgs[1].ID || !names["control"] || !names["dataplane"] || !names["supervisor"] || io == 0 {
 			t.Fatalf("process-top: %+v", pt)
+		}
+		var cj admincli.ProfileJSON
+		ctlJSON(t, ep, &cj, "profile", "--node", cfgs[2].ID, "--process", "control", "--duration", "1s", "-o", file)
+		if cj.Node != cfgs[2].ID || cj.Process != "control" || cj.PID <= 0 || cj.Bytes == 0 {
+			t.Fatalf("profile --process control: %+v", cj)
 		}
 		if _, errs, code := ctl(ep, "profile", "--node", "node-9", "--duration", "1s", "-o", file); code != 1 || !strings.Contains(errs, `no node "node-9"`) {
 			t.Errorf("profile of an unknown node: exit %d: %s", code, errs)

@@ -99,7 +99,7 @@ func TestClassify(t *testing.T) {
 		{[]string{"internal/runtime/syscall.Syscall6", "syscall.Syscall6", "github.com/claudefs/claudefs/nvme/uring.(*Ring).enter",
 			"github.com/claudefs/claudefs/nvme/uring.(*Ring).Submit"}, BucketUring},
 		{[]string{"internal/runtime/syscall.Syscall6", "syscall.write", "github.com/panjf2000/gnet/v2.(*conn).Write"}, BucketNetwork},
-		{[]string{"internal/runtime/syscall.Syscall6", "syscall.pread", "os.(*File).ReadAt"}, BucketSyscall},
+		{[]string{"internal/runtime/syscall/linux.Syscall6", "os.(*File).ReadAt"}, BucketSyscall},
 		// a system call under a CRC caller is still a system call
 		{[]string{"syscall.write", "hash/crc32.Update"}, BucketSyscall},
 		{[]string{"runtime.memmove", "main.main"}, BucketOther},

@@ -55,7 +55,7 @@ var computeRules = []struct {
 var (
 	uringSubs   = []string{"claudefs/nvme/uring.", "ioengine.(*uringEngine)"}
 	networkSubs = []string{"panjf2000/gnet", "claudefs/netio.", "net.(*conn)", "net.(*netFD)", "internal/poll.", "runtime.netpoll"}
-	syscallSubs = []string{"syscall.", "golang.org/x/sys/unix.", "internal/runtime/syscall.", "runtime/internal/syscall.", "runtime.futex", "runtime.usleep", "runtime.epollwait"}
+	syscallSubs = []string{"syscall.", "golang.org/x/sys/unix.", "internal/runtime/syscall", "runtime/internal/syscall", "runtime.futex", "runtime.usleep", "runtime.epollwait"}
 )
 
 func hasAny(s string, subs []string) bool {

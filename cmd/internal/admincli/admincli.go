@@ -153,7 +153,8 @@ func New(use string, o Options) *cobra.Command {
 		Use:   use,
 		Short: "Operate a ClaudeFS cluster (the runbook's cfs admin commands)",
 		Long: `Operator commands for a ClaudeFS cluster: health, nodes, Raft groups, shards,
-configuration, metrics, alerts and maintenance, as the operations runbook uses them.
+configuration, metrics, alerts, maintenance and CPU profiling, as the operations
+runbook uses them.
 
 The cluster is found from --endpoint, else $CFS_ENDPOINT (comma-separated
 addresses are tried in order), else the node.json of the node this runs on

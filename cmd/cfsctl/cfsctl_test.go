@@ -393,6 +393,12 @@ func TestAgainstDevCluster(t *testing.T) {
 		if _, errs, code := ctl(ep, "flamegraph", "--input", file, "--core", "63"); code != 1 || !strings.Contains(errs, "no samples of core 63") {
 			t.Errorf("--core of a core not in the profile: exit %d: %s", code, errs)
 		}
+		if _, errs, code := ctl(ep, "flamegraph", "--input", file, "--operation", "delete"); code != 1 || !strings.Contains(errs, "no samples of operation delete") {
+			t.Errorf("--operation of an operation not in the profile: exit %d: %s", code, errs)
+		}
+		if _, errs, code := ctl(ep, "flamegraph", "--input", file, "--operation", "mkdir"); code != 2 || !strings.Contains(errs, `--operation "mkdir"`) {
+			t.Errorf("a bad --operation: exit %d: %s", code, errs)
+		}
 		var wl admincli.WorkloadJSON
 		ctlJSON(t, ep, &wl, "workload-analysis", "--node", cfgs[1].ID, "--duration", "1s")
 		var sum float64

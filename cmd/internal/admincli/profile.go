@@ -27,6 +27,7 @@ type profileFlags struct {
 	core     int
 	duration time.Duration
 	process  string
+	op       string // keep only the samples labelled with this op
 	input    string // a pprof file instead of asking a node
 }
 
@@ -36,6 +37,7 @@ func (p *profileFlags) register(cmd *cobra.Command, defDuration time.Duration, w
 	fs.IntVar(&p.core, "core", -1, "keep only the samples of this dataplane I/O core (its partition goroutine and event loop: pprof label core)")
 	fs.DurationVar(&p.duration, "duration", defDuration, "how long to profile, 1s..120s")
 	fs.StringVar(&p.process, "process", node.ProcessDataplane, "the process to profile: dataplane or control")
+	fs.StringVar(&p.op, "operation", "", "keep only the samples of request workers serving this operation (pprof label op: write, read, delete, stat, list, stats)")
 	if withInput {
 		fs.StringVar(&p.input, "input", "", "read this pprof file (e.g. from `profile -o`) instead of profiling a node")
 	}
@@ -43,6 +45,14 @@ func (p *profileFlags) register(cmd *cobra.Command, defDuration time.Duration, w
 
 // check validates the flags (a bad command line: exit status 2).
 func (p *profileFlags) check() error {
+	switch p.op {
+	case "", "write", "read", "delete", "stat", "list", "stats":
+	default:
+		return fmt.Errorf("--operation %q: want write, read, delete, stat, list or stats", p.op)
+	}
+	if p.core < -1 {
+		return fmt.Errorf("--core %d: want an I/O core number (0, 1, …)", p.core)
+	}
 	if p.input != "" {
 		return nil
 	}
@@ -52,11 +62,8 @@ func (p *profileFlags) check() error {
 	if p.process != node.ProcessDataplane && p.process != node.ProcessControl {
 		return fmt.Errorf("--process %q: want dataplane or control", p.process)
 	}
-	if p.core < -1 {
-		return fmt.Errorf("--core %d: want an I/O core number (0, 1, …)", p.core)
-	}
-	if p.core >= 0 && p.process != node.ProcessDataplane {
-		return fmt.Errorf("--core applies to the dataplane's profile (its I/O cores), not the %s's", p.process)
+	if (p.core >= 0 || p.op != "") && p.process != node.ProcessDataplane {
+		return fmt.Errorf("--core and --operation apply to the dataplane's profile (its labels), not the %s's", p.process)
 	}
 	return nil
 }
@@ -138,6 +145,15 @@ func (f *flags) fetch(p *profileFlags) (*taken, error) {
 			}
 			return nil, fmt.Errorf("the profile of %s has no samples of core %d; cores seen: %s", t.what(), p.core, have)
 		}
+	}
+	if p.op != "" {
+		ops := analyze.LabelValues(prof, profiling.LabelOp)
+		if _, kept := analyze.KeepLabel(prof, profiling.LabelOp, p.op); kept == 0 {
+			return nil, fmt.Errorf("the profile of %s has no samples of operation %s (ops seen: %s); reads and writes the fast path serves run on the event loops and I/O cores, which --core selects",
+				t.what(), p.op, orNone(strings.Join(ops, ", ")))
+		}
+	}
+	if p.core >= 0 || p.op != "" {
 		var buf bytes.Buffer
 		if err := prof.Write(&buf); err != nil {
 			return nil, err
@@ -178,8 +194,10 @@ func newProfile(f *flags) *cobra.Command {
 to FILE in pprof's format (go tool pprof reads it). The dataplane labels its
 samples: core (the I/O core: its partition goroutine and event loop), role
 (io, net, worker) and op (on workers: write, read, delete, stat,
-list, stats). --core keeps only one core's samples. --process control
-profiles the node's control process instead.
+list, stats). --core keeps only one core's samples, --operation only the
+workers' samples of one operation (reads and writes the fast path serves run
+on the event loops and I/O cores instead: select those with --core).
+--process control profiles the node's control process instead.
 
 --json fields: node, process, pid, duration_s, core, file, bytes, samples, cores[].`,
 		Example: fmt.Sprintf(`  %[1]s profile --node node-1 --duration 30s -o node-1.pprof

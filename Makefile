@@ -1,6 +1,6 @@
 # ClaudeFS — build, test, benchmark and demo entry points.
 # `make demo` and `make test` work on a fresh Debian machine as root: the
-# tools they need (fio, staticcheck) are installed here, not by hand.
+# tools they need (fio, promtool, chromium, perf, staticcheck) are installed here, not by hand.
 
 GO       ?= go
 BIN      := bin
@@ -26,6 +26,12 @@ tools:
 	@command -v promtool >/dev/null || { \
 	  echo "installing prometheus (promtool checks tools/prometheus/alerts.yml)"; \
 	  (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; }
+	@command -v chromium >/dev/null || { \
+	  echo "installing chromium (the flame graph test opens its SVG headless)"; \
+	  (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	@command -v perf >/dev/null || { \
+	  echo "installing linux-perf (cfsctl perf-profile)"; \
+	  (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq linux-perf >/dev/null || true; }
 
 test: tools
 	$(GO) vet $(PKGS)
@@ -47,6 +53,9 @@ fuzz:
 	$(GO) test -run XXX -fuzz FuzzDecodeRequest -fuzztime $(FUZZTIME) ./dataplane/
 	$(GO) test -run XXX -fuzz FuzzServerStream -fuzztime $(FUZZTIME) ./dataplane/sidecar/
 	$(GO) test -run XXX -fuzz FuzzClientResponse -fuzztime $(FUZZTIME) ./dataplane/sidecar/
+	$(GO) test -run XXX -fuzz FuzzProfileReply -fuzztime $(FUZZTIME) ./dataplane/sidecar/
+	$(GO) test -run XXX -fuzz FuzzDecode -fuzztime $(FUZZTIME) ./profiling/analyze/
+	$(GO) test -run XXX -fuzz FuzzParsePerfScript -fuzztime $(FUZZTIME) ./profiling/analyze/
 	$(GO) test -run XXX -fuzz FuzzSet -fuzztime $(FUZZTIME) ./dataplane/dpconfig/
 	$(GO) test -run XXX -fuzz FuzzLoad -fuzztime $(FUZZTIME) ./dataplane/dpconfig/
 	$(GO) test -run XXX -fuzz FuzzDecodeFrame -fuzztime $(FUZZTIME) ./controlplane/raftmux/

@@ -107,7 +107,7 @@ func TestDeviceTargetErrors(t *testing.T) {
 		{[]string{"--target=nosuch:x"}, `target "nosuch" is not supported yet`},
 		{[]string{"--target=dataplane:x"}, `"x" is not HOST:PORT`},
 		{[]string{"--target=cluster:x"}, "not supported yet"},
-		{[]string{"--target=dir:/tmp"}, "not supported yet"},
+		{[]string{"--target=dir:" + dir}, "needs --size"},
 	} {
 		spec, err := ParseArgs(append(c.args, "--progress=false"))
 		if err == nil {

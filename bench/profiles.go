@@ -17,9 +17,10 @@ type Profile struct {
 	// store:, dataplane:); otherwise it names the kind of target the
 	// profile needs and that cfs bench does not have yet.
 	Needs string
-	// Runs, when set, names the targets of a profile that is not a fio
-	// job (the metadata benchmark, RunMetadata).
-	Runs string
+	// Targets, when set, is the kind of target the profile runs on, with
+	// its own workload rather than a fio job file (small-files on dir:,
+	// RunSmallFiles; metadata on cluster:, RunMetadata).
+	Targets string
 }
 
 // blockCommon is what every block profile shares: 1 GiB per job (the
@@ -39,10 +40,10 @@ var profiles = []Profile{
 		Options: "rw=randrw rwmixread=70 bs=4k iodepth=32 " + blockCommon},
 	{Name: "small-files", Description: "many small files written whole and read back: 4-64 KiB each, 10000 files, 32 open at a time",
 		Options: "rw=write bssplit=4k/40:16k/40:64k/20 nrfiles=10000 filesize=4k-64k openfiles=32 create_on_open=1 fsync_on_close=1 direct=1",
-		Needs:   "a dir: or cluster: target (files in a file system)"},
+		Targets: "dir:"},
 	{Name: "metadata", Description: "mdtest-like: --numjobs clients create --files files each in --dirs shared directories, then stat, list and unlink them: metadata operations per second",
 		Options: "numjobs=16 dirs=64 files=2000 (phases create, stat, readdir, unlink)",
-		Runs:    "cluster:ADDR (the metadata service itself; cfs dev status --json lists the addresses)"},
+		Targets: "cluster:"},
 }
 
 // Profiles lists the built-in profiles in a fixed order.
@@ -50,7 +51,7 @@ func Profiles() []Profile { return append([]Profile(nil), profiles...) }
 
 // FioFlags renders the profile's options as fio command-line flags.
 func (p Profile) FioFlags() string {
-	if p.Needs != "" || p.Runs != "" {
+	if p.Needs != "" || p.Targets != "" {
 		return p.Options
 	}
 	f := strings.Fields(p.Options)
@@ -71,8 +72,9 @@ func ProfileJobFile(name string) (*JobFile, error) {
 		if p.Needs != "" {
 			return nil, Usagef("profile %s needs %s, which cfs bench does not support yet", name, p.Needs)
 		}
-		if p.Runs != "" {
-			return nil, Usagef("profile %s is not a fio job: it runs against %s", name, p.Runs)
+		if p.Targets != "" {
+			return nil, Usagef("profile %s is not a fio job: it runs its own workload on a %s target: cfs bench run --profile %s --target %sARG",
+				name, p.Targets, name, p.Targets)
 		}
 		text := "[" + p.Name + "]\n" + strings.Join(strings.Fields(p.Options), "\n") + "\n"
 		return ParseJobFile("profile "+name, []byte(text))
@@ -90,15 +92,17 @@ func WriteProfiles(w io.Writer) error {
 	for _, p := range profiles {
 		fmt.Fprintf(&b, "%-13s %s\n", p.Name, p.Description)
 		label := "fio"
-		if p.Runs != "" {
+		if p.Targets != "" {
 			label = "options"
 		}
 		fmt.Fprintf(&b, "%-13s %s: %s\n", "", label, p.FioFlags())
 		switch {
-		case p.Runs != "":
-			fmt.Fprintf(&b, "%-13s targets: %s\n", "", p.Runs)
 		case p.Needs != "":
 			fmt.Fprintf(&b, "%-13s needs %s: not supported yet\n", "", p.Needs)
+		case p.Targets == "dir:":
+			fmt.Fprintf(&b, "%-13s targets: dir:; create, write, fsync, close, stat, read, unlink: ops/s\n", "")
+		case p.Targets != "":
+			fmt.Fprintf(&b, "%-13s targets: %s; create, stat, readdir, unlink: ops/s and latency per phase\n", "", p.Targets)
 		default:
 			fmt.Fprintf(&b, "%-13s targets: device:, store:, dataplane:\n", "")
 		}

@@ -117,6 +117,9 @@ type Spec struct {
 	// for the writes in flight, and no I/O is issued until it completes.
 	SyncEvery int
 	SyncData  bool
+	// Buffered is --direct=0: I/O through the page cache (a dir: target
+	// only; every other target does O_DIRECT).
+	Buffered bool
 	// EndFsync syncs the target once a job's writes are done, within its
 	// measured runtime (fio's end_fsync).
 	EndFsync bool
@@ -264,8 +267,8 @@ func (f *Flags) Spec() (*Spec, error) {
 	switch {
 	case s.Name == "" || len(s.Name) > maxNameLen || strings.IndexFunc(s.Name, unicode.IsControl) >= 0:
 		return nil, Usagef("--name=%q: must be 1..%d printable characters", s.Name, maxNameLen)
-	case f.Direct != 1:
-		return nil, Usagef("--direct=%d: only --direct=1 is supported", f.Direct)
+	case f.Direct != 1 && (f.Direct != 0 || !strings.HasPrefix(s.Target, "dir:")):
+		return nil, Usagef("--direct=%d: only --direct=1 is supported (a dir: target also does buffered I/O, --direct=0)", f.Direct)
 	case s.RWMixRead < 0 || s.RWMixRead > 100:
 		return nil, Usagef("--rwmixread=%d: must be 0..100", s.RWMixRead)
 	case s.IODepth < 1 || s.IODepth > MaxIODepth:
@@ -279,6 +282,7 @@ func (f *Flags) Spec() (*Spec, error) {
 	case f.Fsync > 0 && f.Fdatasync > 0:
 		return nil, Usagef("--fsync=%d and --fdatasync=%d: give one of them", f.Fsync, f.Fdatasync)
 	}
+	s.Buffered = f.Direct == 0
 	s.SyncEvery, s.SyncData = f.Fsync, false
 	if f.Fdatasync > 0 {
 		s.SyncEvery, s.SyncData = f.Fdatasync, true

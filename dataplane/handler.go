@@ -2,6 +2,7 @@ package dataplane
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"time"
@@ -9,6 +10,7 @@ import (
 	"github.com/claudefs/claudefs/dataplane/dpconfig"
 	"github.com/claudefs/claudefs/dataplane/sidecar"
 	"github.com/claudefs/claudefs/nvme/chunkstore"
+	"github.com/claudefs/claudefs/profiling"
 )
 
 // The sidecar channel's operations (sidecar.Handler).
@@ -169,3 +171,14 @@ func (n *Node) Stats(context.Context) (sidecar.Stats, error) {
 
 // The latency histograms travel as slices of chunkstore's fixed buckets.
 var _ [sidecar.LatencyBuckets]uint64 = chunkstore.Histogram{}
+
+// ProfileCPU takes a CPU profile of the dataplane (its samples labelled by
+// core, role and op: labels.go). A profile cut short by ctx (the request's
+// deadline) is answered with what it holds.
+func (n *Node) ProfileCPU(ctx context.Context, d time.Duration) ([]byte, error) {
+	b, err := profiling.CPU(ctx, d, sidecar.MaxProfileBytes)
+	if errors.Is(err, profiling.ErrBusy) {
+		return nil, &sidecar.Error{Code: sidecar.CodeBusy, Message: "a CPU profile of this dataplane is already being taken: wait for it to finish"}
+	}
+	return b, err
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime/pprof"
 	"strconv"
 	"sync"
 	"time"
@@ -116,6 +117,7 @@ func (p *placement) pin(what string, i int) int {
 
 // partitionThread is chunkstore's OnPartitionThread.
 func (p *placement) partitionThread(i int) {
+	pprof.SetGoroutineLabels(coreLabels(i, RoleIO))
 	cpu := p.pin("I/O core", i)
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -138,6 +140,10 @@ func (p *placement) connThread(uint64) {
 		if cpu >= 0 {
 			p.logf("placement: event loop %d (thread %d) pinned to CPU %d", i, tid, cpu)
 		}
+	}
+	// The loop goroutine keeps its labels: set once per thread seen.
+	if !known {
+		pprof.SetGoroutineLabels(coreLabels(p.byTID[tid], RoleNet))
 	}
 	kick := p.kick
 	p.mu.Unlock()

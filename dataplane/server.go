@@ -7,6 +7,7 @@ import (
 	"math/bits"
 	"net"
 	"runtime"
+	"runtime/pprof"
 	"sync"
 	"sync/atomic"
 
@@ -190,7 +191,9 @@ func (s *Server) Serve(req *netio.Request) {
 
 func (s *Server) worker() {
 	defer s.wg.Done()
+	pprof.SetGoroutineLabels(idleWorker)
 	for req := range s.queue {
+		labelWorker(req.Opcode)
 		s.handle(req)
 	}
 }

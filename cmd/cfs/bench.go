@@ -45,6 +45,12 @@ const benchRunExample = `  # a fio job file, against the file it names (filename
   # write with weighted block sizes and CRC32C stamps, fdatasync every 32 writes, read back and check
   cfs bench run --target device:/tmp/x.dat --rw=randwrite --bssplit=4k/50:64k/50 --iodepth=8 --size=256m --fdatasync=32 --verify=crc32c
 
+  # files in a directory (a mounted file system): one file per job, pread/pwrite, fsync every 16 writes
+  cfs bench run --target dir:/mnt/claudefs/bench --rw=randrw --bs=4k --iodepth=8 --numjobs=2 --size=256m --fsync=16 --verify=crc32c
+
+  # many small files: create, write, fsync, close, stat, read back, unlink; ops/s per operation
+  cfs bench run --profile small-files --target dir:/mnt/claudefs/bench --nrfiles=10000 --verify=crc32c
+
   # fail (exit 1) when any figure is more than 5% worse than last time's report
   cfs bench run --profile randread-4k --target device:/tmp/x.dat --output-format=json --compare last.json --compare-threshold=5 > now.json
 
@@ -59,6 +65,7 @@ func newBenchRunCmd(stdout, stderr io.Writer) *cobra.Command {
 		threshold string
 		mdDirs    int
 		mdFiles   int
+		nrfiles   int
 	)
 	cmd := &cobra.Command{
 		Use:                   "run [--target KIND:ARG] [--profile NAME] [fio flags] [JOBFILE]",
@@ -78,6 +85,12 @@ over the job file, as fio's do. Job sections run one after another (as if
 each had fio's stonewall), each its own reporting group; the report has one
 jobs[] entry per job, or per section with group_reporting.
 
+--profile small-files runs on a dir: target only, its own workload rather
+than a job: --nrfiles files of 4, 16 or 64 KiB (40/40/20%), --iodepth at a
+time (default 32), each created, written, fsync'ed and closed, then stat'ed,
+read back (compared with --verify=crc32c) and unlinked; it reports files and
+operations per second and each operation's latency.
+
 The target is --target KIND:ARG; a --target of only KIND: takes ARG from
 filename= (joined to directory=), and without --target filename= names a
 device: file. Without --time_based a job stops after moving --size bytes (or
@@ -86,7 +99,7 @@ after --runtime, whichever comes first); with it, it runs for exactly
 4096, 4KiB); times are seconds or take a unit (5, 30s, 2m). A random job
 visits every block of its range once per pass, in a pseudo-random order
 (fio's random map); --norandommap draws offsets with replacement instead, as
-does a --bssplit job. I/O is always O_DIRECT. fio's libaio engine runs as auto (io_uring), its synchronous
+does a --bssplit job. I/O is O_DIRECT (a dir: target also takes --direct=0). fio's libaio engine runs as auto (io_uring), its synchronous
 engines (psync, sync, pvsync, pvsync2) as pread with one I/O in flight.
 
 --compare BASELINE.json compares the run with an earlier fio-format JSON
@@ -109,6 +122,9 @@ Targets:
 			if cmd.Flags().Changed("dirs") || cmd.Flags().Changed("files") {
 				return bench.Usagef("--dirs and --files belong to --profile metadata")
 			}
+			if profile == bench.SmallFilesProfile && strings.HasPrefix(flags.Target, "dir:") {
+				return runSmallFiles(cmd, &flags, nrfiles, args, stdout, stderr)
+			}
 			specs, err := benchSpecs(cmd, &flags, profile, args)
 			if err != nil {
 				return err
@@ -130,6 +146,7 @@ Targets:
 	cmd.Flags().StringVar(&threshold, "compare-threshold", "10%", "how much worse than the baseline a figure may be, in percent")
 	cmd.Flags().IntVar(&mdDirs, "dirs", 64, "--profile metadata: directories the clients share")
 	cmd.Flags().IntVar(&mdFiles, "files", 2000, "--profile metadata: files each client creates")
+	cmd.Flags().IntVar(&nrfiles, "nrfiles", 10000, "--profile small-files: how many files")
 	cmd.Flags().SortFlags = false
 	return cmd
 }

@@ -62,7 +62,7 @@ func TestBenchJobFileErrors(t *testing.T) {
 		{[]string{"bench", "run", "/nonexistent/job.fio"}, "job file: open /nonexistent/job.fio"},
 		{[]string{"bench", "run", "--name=x", good}, "--name names the job of a run without a job file"},
 		{[]string{"bench", "run", "--profile=randread-4k", good}, "give a job file or --profile, not both"},
-		{[]string{"bench", "run", "--profile=small-files", "--target=device:" + dat}, "profile small-files needs a dir: or cluster: target (files in a file system), which cfs bench does not support yet"},
+		{[]string{"bench", "run", "--profile=small-files", "--target=device:" + dat}, "profile small-files is not a fio job: it runs its own workload on a dir: target"},
 		{[]string{"bench", "run", "--profile=metadata", "--target=device:" + dat}, "--profile metadata runs against --target cluster:ADDR"},
 		{[]string{"bench", "run", "--profile=nosuch", "--target=device:" + dat}, `--profile="nosuch": no such profile`},
 		{[]string{"bench", "run", "--compare-threshold=5", good}, "--compare-threshold needs --compare"},

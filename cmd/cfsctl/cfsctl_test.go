@@ -21,7 +21,10 @@ import (
 	"github.com/claudefs/claudefs/controlplane/metrics"
 	"github.com/claudefs/claudefs/controlplane/node"
 	"github.com/claudefs/claudefs/controlplane/supervise"
+	"github.com/claudefs/claudefs/dataplane"
 	"github.com/claudefs/claudefs/dataplane/sidecar"
+	"github.com/claudefs/claudefs/netio"
+	"github.com/claudefs/claudefs/nvme/chunkstore"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 )
@@ -56,7 +59,8 @@ func freeAddr(t *testing.T) string {
 func TestHelpOnEveryCommand(t *testing.T) {
 	for _, c := range []string{"status", "node-status", "node-list", "alerts", "capacity-check", "stats", "health-report", "storage stats",
 		"raft-status", "shard-stats", "shard-distribution", "config get", "config set", "metrics", "hardware-stats", "network-health",
-		"set-log-level", "set-maintenance-window", "clear-maintenance-window", "node-stop", "cluster-token"} {
+		"set-log-level", "set-maintenance-window", "clear-maintenance-window", "node-stop", "cluster-token",
+		"profile", "flamegraph", "workload-analysis", "process-top", "perf-profile", "perf-generate-flamegraph"} {
 		out, _, code := ctl("127.0.0.1:1", append(strings.Fields(c), "--help")...)
 		if code != 0 || !strings.Contains(out, "Examples:") {
 			t.Errorf("%s --help: exit %d, example shown: %v", c, code, strings.Contains(out, "Examples:"))
@@ -81,6 +85,52 @@ func TestHelpOnEveryCommand(t *testing.T) {
 	}
 	if _, _, code := ctl("127.0.0.1:1", "alerts", "--since", "forever"); code != 2 {
 		t.Errorf("a bad --since: exit %d, want 2", code)
+	}
+}
+
+// TestPerfCommands records this process with perf while it burns CPU and
+// draws the recording, when perf works on the machine.
+func TestPerfCommands(t *testing.T) {
+	if _, err := exec.LookPath("perf"); err != nil {
+		t.Skip("perf not installed (make tools installs linux-perf)")
+	}
+	dir := t.TempDir()
+	data, svg := filepath.Join(dir, "perf.data"), filepath.Join(dir, "cpu.svg")
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		x := uint64(1)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				for i := 0; i < 1e5; i++ {
+					x = x*6364136223846793005 + 1442695040888963407
+				}
+			}
+		}
+	}()
+	var pj admincli.PerfProfileJSON
+	out, errs, code := ctl("127.0.0.1:1", "perf-profile", "--duration", "1s", "--pid", fmt.Sprint(os.Getpid()), "-o", data, "--json")
+	if code != 0 {
+		if strings.Contains(errs, "perf could not record") || strings.Contains(errs, "offers no perf events") || strings.Contains(errs, "refuses perf events") {
+			t.Skipf("perf does not record here: %s", errs)
+		}
+		t.Fatalf("perf-profile: exit %d: %s", code, errs)
+	}
+	if err := json.Unmarshal([]byte(out), &pj); err != nil || pj.Samples == 0 || pj.File != data {
+		t.Fatalf("perf-profile --json: %v %+v", err, pj)
+	}
+	if _, errs, code := ctl("127.0.0.1:1", "perf-generate-flamegraph", "--input", data, "--output", svg); code != 0 {
+		t.Fatalf("perf-generate-flamegraph: exit %d: %s", code, errs)
+	}
+	b, err := os.ReadFile(svg)
+	if err != nil || !strings.Contains(string(b), "<title>cfsctl.test") {
+		t.Fatalf("the SVG does not name the command recorded: %v\n%.600s", err, b)
+	}
+	if _, errs, code := ctl("127.0.0.1:1", "perf-generate-flamegraph", "--input", filepath.Join(dir, "absent"), "--output", svg); code != 1 || !strings.Contains(errs, "perf-profile") {
+		t.Errorf("a missing recording: exit %d: %s", code, errs)
 	}
 }
 
@@ -370,6 +420,78 @@ func TestAgainstDevCluster(t *testing.T) {
 			if n, err := query(q); err != nil || n != 3 {
 				t.Errorf("%s: %d instances, want 3 (%v)", q, n, err)
 			}
+		}
+	})
+
+	t.Run("profiling", func(t *testing.T) {
+		// Load on node-2's dataplane while it is profiled, asked through node-1.
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			cl := dataplane.NewClient(cfgs[1].DataplaneAddr, netio.ClientOptions{})
+			defer cl.Close()
+			data := bytes.Repeat([]byte("p"), 4096)
+			for i := 0; ctx.Err() == nil; i++ {
+				_ = cl.WriteShard(ctx, chunkstore.ID{Hi: 77, Lo: uint64(i % 64)}, uint64(i+1), 1<<40, data)
+			}
+		}()
+		defer func() { cancel(); <-done }()
+		ep := cfgs[0].ClientAddr
+		file := filepath.Join(t.TempDir(), "node-2.pprof")
+		var pj admincli.ProfileJSON
+		ctlJSON(t, ep, &pj, "profile", "--node", cfgs[1].ID, "--duration", "1s", "-o", file)
+		if pj.Node != cfgs[1].ID || pj.Process != "dataplane" || pj.Samples == 0 || pj.PID <= 0 || len(pj.Cores) == 0 {
+			t.Fatalf("profile: %+v", pj)
+		}
+		if b, err := os.ReadFile(file); err != nil || len(b) != pj.Bytes || b[0] != 0x1f {
+			t.Fatalf("the pprof file: %d bytes, %v", len(b), err)
+		}
+		// The file drawn, and one core of it.
+		svg, errs, code := ctl(ep, "flamegraph", "--input", file, "--core", pj.Cores[0])
+		if code != 0 || !strings.HasPrefix(svg, "<?xml") || !strings.Contains(svg, "<title>") {
+			t.Fatalf("flamegraph --input --core %s: exit %d: %s", pj.Cores[0], code, errs)
+		}
+		if _, errs, code := ctl(ep, "flamegraph", "--input", file, "--core", "63"); code != 1 || !strings.Contains(errs, "no samples of core 63") {
+			t.Errorf("--core of a core not in the profile: exit %d: %s", code, errs)
+		}
+		if _, errs, code := ctl(ep, "flamegraph", "--input", file, "--operation", "delete"); code != 1 || !strings.Contains(errs, "no samples of operation delete") {
+			t.Errorf("--operation of an operation not in the profile: exit %d: %s", code, errs)
+		}
+		if _, errs, code := ctl(ep, "flamegraph", "--input", file, "--operation", "mkdir"); code != 2 || !strings.Contains(errs, `--operation "mkdir"`) {
+			t.Errorf("a bad --operation: exit %d: %s", code, errs)
+		}
+		var wl admincli.WorkloadJSON
+		ctlJSON(t, ep, &wl, "workload-analysis", "--node", cfgs[1].ID, "--duration", "1s")
+		var sum float64
+		for _, b := range wl.Buckets {
+			sum += b.Percent
+		}
+		if wl.Node != cfgs[1].ID || wl.Samples == 0 || len(wl.Buckets) != 8 || sum < 99.9 || sum > 100.1 {
+			t.Fatalf("workload-analysis: %+v", wl)
+		}
+		var pt node.ProcessesResponse
+		ctlJSON(t, ep, &pt, "process-top", "--node", cfgs[1].ID, "--interval", "300ms")
+		names := map[string]bool{}
+		for _, p := range pt.Processes {
+			names[p.Name] = p.PID > 0 && p.RSSBytes > 0 && p.Threads > 0
+		}
+		io := 0
+		for _, th := range pt.Threads {
+			if th.Role == "io" {
+				io++
+			}
+		}
+		if pt.Node != cfgs[1].ID || !names["control"] || !names["dataplane"] || !names["supervisor"] || io == 0 {
+			t.Fatalf("process-top: %+v", pt)
+		}
+		var cj admincli.ProfileJSON
+		ctlJSON(t, ep, &cj, "profile", "--node", cfgs[2].ID, "--process", "control", "--duration", "1s", "-o", file)
+		if cj.Node != cfgs[2].ID || cj.Process != "control" || cj.PID <= 0 || cj.Bytes == 0 {
+			t.Fatalf("profile --process control: %+v", cj)
+		}
+		if _, errs, code := ctl(ep, "profile", "--node", "node-9", "--duration", "1s", "-o", file); code != 1 || !strings.Contains(errs, `no node "node-9"`) {
+			t.Errorf("profile of an unknown node: exit %d: %s", code, errs)
 		}
 	})
 

@@ -75,6 +75,7 @@ func (n *Node) adminRoutes(mux *http.ServeMux) {
 	h("POST /v1/admin/node-stop", n.handleNodeStop)
 	h("GET /v1/admin/alerts", n.handleAlerts)
 	h("GET /v1/admin/metrics", n.handleMetricsJSON)
+	n.profileRoutes(h)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(n.adm.metrics.Reg, promhttp.HandlerOpts{MaxRequestsInFlight: 4, Timeout: 10 * time.Second}))
 }
 

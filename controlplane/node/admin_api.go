@@ -27,6 +27,8 @@ import (
 //	POST   /v1/admin/node-stop          NodeStopRequest → NodeStopResponse (forwarded to that node)
 //	GET    /v1/admin/alerts?since=24h   AlertsResponse: the rules' state and history on the node asked
 //	GET    /v1/admin/metrics            MetricsResponse: the node's metrics as JSON
+//	GET    /v1/admin/profile            ProfileResponse: a CPU profile (admin_profile.go)
+//	GET    /v1/admin/processes          ProcessesResponse: processes and dataplane threads
 //	GET    /metrics                     Prometheus text format
 
 // AdminPeerTimeout bounds each member's report in a cluster-wide answer.

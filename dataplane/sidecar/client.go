@@ -114,6 +114,27 @@ func (c *Client) Stats(ctx context.Context) (Stats, error) {
 	return r, err
 }
 
+// ProfileCPU takes a CPU profile of the dataplane for d (MinProfile..
+// MaxProfile) and returns its pprof bytes. The call waits d plus the
+// client's timeout unless ctx ends first; a profile already running there
+// matches ErrBusy.
+func (c *Client) ProfileCPU(ctx context.Context, d time.Duration) (CPUProfile, error) {
+	if d < MinProfile || d > MaxProfile {
+		return CPUProfile{}, fmt.Errorf("sidecar: profile duration %v out of range %v..%v", d, MinProfile, MaxProfile)
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, d+c.opts.Timeout)
+		defer cancel()
+	}
+	ns := int64(d)
+	var raw json.RawMessage
+	if err := c.call(ctx, Request{Op: OpProfileCPU, DurationNs: &ns}, &raw); err != nil {
+		return CPUProfile{}, err
+	}
+	return DecodeCPUProfile(raw)
+}
+
 // call sends req and decodes the result into result.
 func (c *Client) call(ctx context.Context, req Request, result any) error {
 	c.mu.Lock()

@@ -26,6 +26,8 @@ func FuzzServerStream(f *testing.F) {
 	f.Add(binary.BigEndian.AppendUint32(nil, MaxFrame+1))
 	f.Add([]byte{0, 0, 0, 0})
 	f.Add([]byte{0, 0, 1})
+	f.Add(frame(`{"id":7,"op":"profile.cpu","duration_ns":2000000000}`))
+	f.Add(frame(`{"id":8,"op":"profile.cpu","duration_ns":-1}`))
 	f.Fuzz(func(t *testing.T, stream []byte) {
 		r := bytes.NewReader(stream)
 		for {
@@ -80,6 +82,25 @@ func FuzzClientResponse(f *testing.F) {
 		if resp.OK {
 			var st Stats
 			_ = json.Unmarshal(resp.Result, &st) // may fail, must not panic
+		}
+	})
+}
+
+// FuzzProfileReply feeds arbitrary bytes to the decoding of profile.cpu's
+// result: it may refuse them, never panic, and what it accepts is a
+// gzipped profile within MaxProfileBytes and a duration in range.
+func FuzzProfileReply(f *testing.F) {
+	f.Add([]byte(`{"duration_ns":1000000000,"pprof":"H4sIAAAAAAAA/w=="}`))
+	f.Add([]byte(`{"duration_ns":5,"pprof":"H4s="}`))
+	f.Add([]byte(`{"duration_ns":1000000000,"pprof":"AAAA"}`))
+	f.Add([]byte(`{"pprof":null}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		p, err := DecodeCPUProfile(b)
+		if err != nil {
+			return
+		}
+		if len(p.Pprof) > MaxProfileBytes || len(p.Pprof) < 2 || p.Pprof[0] != 0x1f || p.DurationNs < int64(MinProfile) {
+			t.Fatalf("accepted %d bytes of profile over %v", len(p.Pprof), p.DurationNs)
 		}
 	})
 }

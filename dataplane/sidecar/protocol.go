@@ -25,10 +25,13 @@ const (
 	OpEpochSet  = "epoch.set"
 	OpHealth    = "health"
 	OpStats     = "stats"
+	// OpProfileCPU takes a CPU profile of the dataplane for duration_ns
+	// and answers its pprof bytes (see CPUProfile).
+	OpProfileCPU = "profile.cpu"
 )
 
 // Ops lists the operations.
-var Ops = []string{OpConfigGet, OpConfigSet, OpEpochSet, OpHealth, OpStats}
+var Ops = []string{OpConfigGet, OpConfigSet, OpEpochSet, OpHealth, OpStats, OpProfileCPU}
 
 // Error codes of error responses.
 const (
@@ -131,6 +134,47 @@ type Request struct {
 	Value *string `json:"value,omitempty"`
 	// Epoch is epoch.set's epoch (required there).
 	Epoch *uint64 `json:"epoch,omitempty"`
+	// DurationNs is profile.cpu's duration (required there), in
+	// MinProfile..MaxProfile.
+	DurationNs *int64 `json:"duration_ns,omitempty"`
+}
+
+// The bounds of a CPU profile: its duration and the size of its pprof
+// bytes (base64 in the reply, which must fit a frame).
+const (
+	MinProfile      = time.Second
+	MaxProfile      = 120 * time.Second
+	MaxProfileBytes = 640 << 10
+)
+
+// CPUProfile is profile.cpu's result.
+type CPUProfile struct {
+	DurationNs int64 `json:"duration_ns"`
+	// Pprof is the profile in pprof's format (gzipped protobuf), at most
+	// MaxProfileBytes; samples carry the dataplane's labels (core, role,
+	// op: dataplane/labels.go).
+	Pprof []byte `json:"pprof"`
+}
+
+// DecodeCPUProfile decodes profile.cpu's result, refusing a profile over
+// MaxProfileBytes or without pprof's gzip magic.
+func DecodeCPUProfile(b []byte) (CPUProfile, error) {
+	if len(b) > MaxFrame {
+		return CPUProfile{}, fmt.Errorf("sidecar: profile.cpu result of %d bytes, over the %d-byte frame", len(b), MaxFrame)
+	}
+	var p CPUProfile
+	if err := json.Unmarshal(b, &p); err != nil {
+		return CPUProfile{}, fmt.Errorf("sidecar: profile.cpu: malformed result: %s", clipMsg(err.Error()))
+	}
+	switch {
+	case len(p.Pprof) > MaxProfileBytes:
+		return CPUProfile{}, fmt.Errorf("sidecar: profile.cpu: %d bytes of profile, at most %d", len(p.Pprof), MaxProfileBytes)
+	case len(p.Pprof) < 2 || p.Pprof[0] != 0x1f || p.Pprof[1] != 0x8b:
+		return CPUProfile{}, errors.New("sidecar: profile.cpu: the result is not a gzipped pprof profile")
+	case p.DurationNs < int64(MinProfile) || p.DurationNs > int64(MaxProfile)+int64(time.Second):
+		return CPUProfile{}, fmt.Errorf("sidecar: profile.cpu: duration %v out of range", time.Duration(p.DurationNs))
+	}
+	return p, nil
 }
 
 // Response is one response object: OK with a Result, or an Error.
@@ -371,19 +415,26 @@ func DecodeRequest(b []byte) (Request, error) {
 	}
 	switch req.Op {
 	case OpConfigGet:
-		if req.Value != nil || req.Epoch != nil {
+		if req.Value != nil || req.Epoch != nil || req.DurationNs != nil {
 			return bad("takes only an optional key")
 		}
 	case OpConfigSet:
-		if req.Key == "" || req.Value == nil || req.Epoch != nil {
+		if req.Key == "" || req.Value == nil || req.Epoch != nil || req.DurationNs != nil {
 			return bad("needs a key and a value, and nothing else")
 		}
 	case OpEpochSet:
-		if req.Epoch == nil || req.Key != "" || req.Value != nil {
+		if req.Epoch == nil || req.Key != "" || req.Value != nil || req.DurationNs != nil {
 			return bad("needs an epoch, and nothing else")
 		}
+	case OpProfileCPU:
+		if req.DurationNs == nil || req.Key != "" || req.Value != nil || req.Epoch != nil {
+			return bad("needs duration_ns, and nothing else")
+		}
+		if d := time.Duration(*req.DurationNs); d < MinProfile || d > MaxProfile {
+			return bad("duration %v out of range %v..%v", d, MinProfile, MaxProfile)
+		}
 	case OpHealth, OpStats:
-		if req.Key != "" || req.Value != nil || req.Epoch != nil {
+		if req.Key != "" || req.Value != nil || req.Epoch != nil || req.DurationNs != nil {
 			return bad("takes no arguments")
 		}
 	default:

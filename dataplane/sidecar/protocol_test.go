@@ -12,6 +12,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/claudefs/claudefs/dataplane/dpconfig"
 )
@@ -60,6 +61,7 @@ func (failReader) Read([]byte) (int, error) { return 0, errors.New("read past th
 func TestDecodeRequest(t *testing.T) {
 	one := func(s string) *string { return &s }
 	e := uint64(9)
+	thirty := int64(30 * time.Second)
 	for _, c := range []struct {
 		msg  string
 		want Request
@@ -69,6 +71,7 @@ func TestDecodeRequest(t *testing.T) {
 		{`{"id":3,"op":"config.set","key":"cpu.affinity","value":""}`, Request{ID: 3, Op: OpConfigSet, Key: "cpu.affinity", Value: one("")}},
 		{` {"op":"epoch.set","epoch":9,"id":4} `, Request{ID: 4, Op: OpEpochSet, Epoch: &e}},
 		{`{"id":5,"op":"stats"}`, Request{ID: 5, Op: OpStats}},
+		{`{"id":6,"op":"profile.cpu","duration_ns":30000000000}`, Request{ID: 6, Op: OpProfileCPU, DurationNs: &thirty}},
 	} {
 		got, err := DecodeRequest([]byte(c.msg))
 		if err != nil || !reflect.DeepEqual(got, c.want) {
@@ -87,6 +90,10 @@ func TestDecodeRequest(t *testing.T) {
 		{`{"id":12,"op":"drop.all"}`, CodeUnknownOp},
 		{`{"id":13,"op":"health"}x`, CodeBadRequest},
 		{"\xff\xfe", CodeBadRequest},
+		{`{"id":14,"op":"profile.cpu"}`, CodeBadRequest},
+		{`{"id":15,"op":"profile.cpu","duration_ns":999999999}`, CodeBadRequest},
+		{`{"id":16,"op":"profile.cpu","duration_ns":120000000001}`, CodeBadRequest},
+		{`{"id":17,"op":"stats","duration_ns":1000000000}`, CodeBadRequest},
 	} {
 		req, err := DecodeRequest([]byte(c.msg))
 		var se *Error

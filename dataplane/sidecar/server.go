@@ -34,6 +34,10 @@ type Handler interface {
 	SetEpoch(ctx context.Context, epoch uint64) (uint64, error)
 	Health(ctx context.Context) (Health, error)
 	Stats(ctx context.Context) (Stats, error)
+	// ProfileCPU profiles the process's CPU for d (MinProfile..MaxProfile)
+	// and returns the pprof bytes (at most MaxProfileBytes). One profile
+	// runs at a time: another is an error matching ErrBusy.
+	ProfileCPU(ctx context.Context, d time.Duration) ([]byte, error)
 }
 
 // ServerOptions configure a Server. Zero values take the defaults noted.
@@ -294,6 +298,12 @@ func (s *Server) serveConn(c net.Conn, h Handler) {
 		if err != nil {
 			resp = errorResponse(req.ID, err)
 		} else {
+			if req.DurationNs != nil {
+				// A profile runs for its duration on top of the usual
+				// bound (DecodeRequest bounded it).
+				deadline = deadline.Add(time.Duration(*req.DurationNs))
+				_ = c.SetDeadline(deadline)
+			}
 			var abandoned bool
 			resp, abandoned = s.call(h, req, deadline)
 			if abandoned {
@@ -365,6 +375,13 @@ func dispatch(ctx context.Context, h Handler, req Request) Response {
 		result, err = h.Health(ctx)
 	case OpStats:
 		result, err = h.Stats(ctx)
+	case OpProfileCPU:
+		d := time.Duration(*req.DurationNs)
+		var b []byte
+		if b, err = h.ProfileCPU(ctx, d); err == nil && len(b) > MaxProfileBytes {
+			err = &Error{Code: CodeInternal, Message: fmt.Sprintf("the profile is %d bytes, over the %d-byte limit: take a shorter one", len(b), MaxProfileBytes)}
+		}
+		result = CPUProfile{DurationNs: int64(d), Pprof: b}
 	default: // DecodeRequest lets only known operations through
 		err = &Error{Code: CodeUnknownOp, Message: "unknown operation " + strconv.Quote(req.Op)}
 	}

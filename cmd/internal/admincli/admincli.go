@@ -176,7 +176,8 @@ func New(use string, o Options) *cobra.Command {
 		Use:   use,
 		Short: "Operate a ClaudeFS cluster (the runbook's cfs admin commands)",
 		Long: `Operator commands for a ClaudeFS cluster: health, nodes, Raft groups, shards,
-configuration, metrics, alerts and maintenance, as the operations runbook uses them.
+configuration, metrics, alerts, maintenance and CPU profiling, as the operations
+runbook uses them.
 
 The cluster is found from --endpoint, else $CFS_ENDPOINT (comma-separated
 addresses are tried in order), else the node.json of the node this runs on
@@ -206,6 +207,6 @@ success, 1 when the cluster could not do it, 2 on a bad command line.`,
 	cmd.AddCommand(newStatus(f), newNodeStatus(f), newNodeList(f), newAlerts(f), newCapacityCheck(f), newStats(f),
 		newHealthReport(f), storage, newRaftStatus(f), newShardStats(f), newShardDistribution(f), config, newMetrics(f),
 		newHardwareStats(f), newNetworkHealth(f), newSetLogLevel(f), newSetWindow(f), newClearWindow(f), newNodeStop(f),
-		newClusterToken(f))
+		newClusterToken(f), newProfile(f), newFlamegraph(f), newWorkloadAnalysis(f), newProcessTop(f), newPerfProfile(f), newPerfFlamegraph(f))
 	return cmd
 }

@@ -224,6 +224,9 @@ func (c *Client) remove(ctx context.Context, parent meta.Ino, name string, dir b
 		if err != nil {
 			return err
 		}
+		if tres.Status.Errno() == syscall.ENOENT {
+			return errConflict // the entry or its inode changed since the first answer: look again
+		}
 		return outcome(tres, ps)
 	})
 }

@@ -60,13 +60,24 @@ func (c *Client) rename(ctx context.Context, p1 meta.Ino, n1 string, p2 meta.Ino
 	I, T := src.Ino, dst.Ino
 	iDir, tDir := meta.IsDir(src.Mode), exists && meta.IsDir(dst.Mode)
 	exchange := flags&RenameExchange != 0
+	// Answers that rest on both lookups must hold at one moment: check the
+	// two entries together before giving them.
+	both := func(answer error) error {
+		if err := c.checkEntries(ctx, []meta.Part{
+			{Kind: meta.PartCheckEntry, Parent: p1, Name: n1, ExpectIno: I},
+			{Kind: meta.PartCheckEntry, Parent: p2, Name: n2, ExpectIno: T},
+		}); err != nil {
+			return err
+		}
+		return answer
+	}
 	switch {
 	case exchange && !exists:
 		return syscall.ENOENT
 	case flags&RenameNoReplace != 0 && exists:
-		return syscall.EEXIST
+		return both(syscall.EEXIST)
 	case exists && I == T:
-		return nil // the same inode: nothing to do
+		return both(nil) // two links of one inode: nothing to do
 	}
 	// The kernel's order: a source that is an ancestor of the target is
 	// EINVAL, a target that is an ancestor of the source ENOTEMPTY, and
@@ -91,9 +102,9 @@ func (c *Client) rename(ctx context.Context, p1 meta.Ino, n1 string, p2 meta.Ino
 	}
 	switch {
 	case !exchange && exists && iDir && !tDir:
-		return syscall.ENOTDIR
+		return both(syscall.ENOTDIR)
 	case !exchange && exists && !iDir && tDir:
-		return syscall.EISDIR
+		return both(syscall.EISDIR)
 	}
 
 	shares := map[uint32][]meta.Part{}
@@ -179,8 +190,16 @@ func (c *Client) rename(ctx context.Context, p1 meta.Ino, n1 string, p2 meta.Ino
 	if res.Status == meta.StatusCrossShard {
 		return errConflict // an inode moved shards under us? start over with fresh lookups
 	}
-	if res.Status.Errno() == syscall.EEXIST && !exists {
-		return errConflict // the target appeared meanwhile: replace it
+	switch res.Status.Errno() {
+	case syscall.EEXIST:
+		if !exists {
+			return errConflict // the target appeared meanwhile: replace it
+		}
+	case syscall.ENOENT, syscall.ENOTDIR, syscall.EISDIR:
+		// An inode or entry the lookups found changed before the shares
+		// were applied (the replaced file unlinked meanwhile, say): the
+		// next attempt's lookups give the answer of the state it meets.
+		return errConflict
 	}
 	return outcome(res, coord)
 }
@@ -207,4 +226,35 @@ func (c *Client) notInside(ctx context.Context, dir, moved meta.Ino, txid uint64
 		cur = a.Inode.Parent
 	}
 	return syscall.ELOOP
+}
+
+// checkEntries verifies that the entries of checks (PartCheckEntry parts)
+// all name their inodes at one moment: one command when they share a
+// shard, else a transaction decided by the first's shard. A change is
+// errConflict.
+func (c *Client) checkEntries(ctx context.Context, checks []meta.Part) error {
+	coord := checks[0].Parent.Shard()
+	shares := map[uint32][]meta.Part{}
+	var coordParts []meta.Part
+	for _, p := range checks {
+		if s := p.Parent.Shard(); s == coord {
+			coordParts = append(coordParts, p)
+		} else {
+			shares[s] = append(shares[s], p)
+		}
+	}
+	var res *meta.Result
+	var err error
+	if len(shares) == 0 {
+		res, err = c.exec(ctx, coord, coordParts)
+	} else {
+		res, _, err = c.txn(ctx, coord, shares, func(map[uint32]*meta.Result) []meta.Part { return coordParts }, nil)
+	}
+	if err != nil {
+		return err
+	}
+	if res.Status.Errno() != 0 {
+		return errConflict // a parent vanished: look again
+	}
+	return outcome(res, coord)
 }

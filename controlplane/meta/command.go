@@ -53,6 +53,11 @@ const (
 	// PartLockKey only locks the shard-wide key Name: the directory-rename
 	// lock (RenameLock) is one.
 	PartLockKey
+	// PartCheckEntry writes nothing: Parent/Name must name ExpectIno
+	// (else StatusConflict), and a prepare locks the entry until the
+	// decision. Answers that rest on several entries at once (a rename
+	// between two links of one inode) check them with it.
+	PartCheckEntry
 	partKindEnd
 )
 

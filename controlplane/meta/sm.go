@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"sort"
 	"syscall"
 
 	"github.com/claudefs/claudefs/controlplane/kvsm"
@@ -492,17 +493,21 @@ func (t *tx) flushLocked(lock Busy) ([]undoRec, error) {
 	var undo []undoRec
 	keys := append([]string(nil), t.order...)
 	for k := range t.lockOnly {
-		keys = append(keys, k)
+		if _, written := t.ov[k]; !written {
+			keys = append(keys, k)
+		}
 	}
+	sort.Strings(keys[len(t.order):]) // a deterministic undo log
 	for _, k := range keys {
 		if isCounter(k) {
 			continue
 		}
+		_, written := t.ov[k]
 		old, present, err := t.w.Get([]byte(k))
 		if err != nil {
 			return nil, err
 		}
-		undo = append(undo, undoRec{key: []byte(k), present: present, value: old, lockOnly: t.lockOnly[k]})
+		undo = append(undo, undoRec{key: []byte(k), present: present, value: old, lockOnly: !written})
 		if err := t.w.Set(lockKey([]byte(k)), lv); err != nil {
 			return nil, err
 		}
@@ -763,6 +768,23 @@ func (t *tx) part(p *Part) error {
 		in.Ctime = now
 		return t.putInode(&in)
 
+	case PartCheckEntry:
+		if _, err := t.dir(p.Parent); err != nil {
+			return err
+		}
+		k := entryKey(p.Parent, p.Name)
+		cur, present, err := t.entry(p.Parent, p.Name)
+		if err != nil {
+			return err
+		}
+		if !present || cur.ino != p.ExpectIno {
+			return t.fail(StatusConflict)
+		}
+		if t.mode == modePrepare {
+			t.lockOnly[string(k)] = true
+		}
+		return nil
+
 	case PartLockKey:
 		if t.mode != modePrepare {
 			return t.fail(StatusBadRequest)
@@ -953,11 +975,13 @@ func (t *tx) deleteInode(in *Inode) error {
 	}); err != nil {
 		return err
 	}
-	for k := range t.ov {
-		if bytes.HasPrefix([]byte(k), xattrPrefix(in.Ino)) {
+	for k, o := range t.ov {
+		if o.present && bytes.HasPrefix([]byte(k), xattrPrefix(in.Ino)) {
 			names = append(names, []byte(k))
 		}
 	}
+	// Map order must not reach the writes: replicas apply identically.
+	sort.Slice(names, func(i, j int) bool { return bytes.Compare(names[i], names[j]) < 0 })
 	for _, k := range names {
 		if err := t.del(k); err != nil {
 			return err

@@ -373,10 +373,10 @@ func TestMetadataCrossShardCrash(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	where := make([]int, files)     // the acknowledged directory of each file
-	cutOff := make([]int, files)    // -1, or the target of a rename without ack
-	mdir := make([]int, files)      // 0 absent, 1 present (acknowledged)
-	mdirCut := make([]bool, files)  // a mkdir/rmdir without ack
+	where := make([]int, files)    // the acknowledged directory of each file
+	cutOff := make([]int, files)   // -1, or the target of a rename without ack
+	mdir := make([]int, files)     // 0 absent, 1 present (acknowledged)
+	mdirCut := make([]bool, files) // a mkdir/rmdir without ack
 	addrs := strings.Join(c.raftAddrs(), ",")
 	rounds, controlKills, totalAcks := 12, 0, 0
 	rng := rand.New(rand.NewPCG(42, 42))

@@ -529,3 +529,56 @@ func sscan(line, format string, args ...any) bool {
 	n, err := fmt.Sscanf(line, format, args...)
 	return err == nil && n == len(args)
 }
+
+// TestMetadataInodeLimit: with metadata.inode_limit set, creates fail with
+// ENOSPC once the file system holds that many inodes, counted across
+// shards (a second directory's shard learns the first's count), and
+// capacity-check reports the figures.
+func TestMetadataInodeLimit(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a 3-node cluster of real processes")
+	}
+	c := devUp(t, 3, 8)
+	mc := c.metaClient(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	d1, d2 := twoDirs(ctx, t, mc, "lim")
+	creds := []string{"--cert", filepath.Join(c.dir, "admin.pem"), "--ca", filepath.Join(c.dir, "ca.crt"), "--endpoint", c.status().Nodes[0].Control.Addr}
+	const limit = 1024
+	if out, err := cfs(t, append([]string{"admin", "config", "set", fmt.Sprintf("metadata.inode_limit=%d", limit)}, creds...)...); err != nil {
+		t.Fatalf("config set: %v\n%s", err, out)
+	}
+	if out, err := cfs(t, append([]string{"admin", "config", "set", "metadata.inode_limit=10"}, creds...)...); err == nil || !strings.Contains(out, "1024..") {
+		t.Fatalf("config set of a limit out of range: %v\n%s", err, out)
+	}
+	for i := 0; i < 600; i++ {
+		if _, _, err := mc.Create(ctx, d1.Ino, fmt.Sprintf("a%d", i), 0o644, 0, metaclient.Owner{}, true); err != nil {
+			t.Fatalf("create a%d: %v", i, err)
+		}
+	}
+	time.Sleep(12 * time.Second) // a round of the nodes' limit loops (10 s)
+	made := 0
+	var err error
+	for made < 2*limit {
+		if _, _, err = mc.Create(ctx, d2.Ino, fmt.Sprintf("b%d", made), 0o644, 0, metaclient.Owner{}, true); err != nil {
+			break
+		}
+		made++
+	}
+	if !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("after %d creates in the second directory: %v, want ENOSPC", made, err)
+	}
+	st, err := mc.StatFS(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slack := uint64(16 + 8) // the loop's slack, and the root and directories made meanwhile
+	if st.Inodes+slack < limit || st.Inodes > limit+slack {
+		t.Fatalf("ENOSPC at %d inodes, limit %d", st.Inodes, limit)
+	}
+	out, err := cfs(t, append([]string{"admin", "capacity-check", "--json"}, creds...)...)
+	if err != nil || !strings.Contains(out, fmt.Sprintf(`"limit": %d`, limit)) || !strings.Contains(out, `"inodes_over_80pct": true`) {
+		t.Fatalf("capacity-check --json: %v\n%s", err, out)
+	}
+	t.Logf("ENOSPC after %d + %d creates, at %d inodes (limit %d)", 600, made, st.Inodes, limit)
+}

@@ -121,6 +121,11 @@ func (n *Node) handleAdminCluster(w http.ResponseWriter, r *http.Request) {
 	out := &AdminCluster{ClusterName: st.Name, AnsweredBy: n.cfg.ID, Epoch: st.Epoch, Shards: st.Shards, Replicas: st.Replicas,
 		ShardMap: st.ShardMap, Config: st.Config, Window: windowOf(st.Window, time.Now())}
 	out.Leader, _ = n.cgroup.Leader()
+	if r.URL.Query().Get("inodes") == "1" {
+		ictx, cancel := context.WithTimeout(r.Context(), AdminPeerTimeout)
+		out.Inodes, _ = n.inodeFigures(ictx, st)
+		cancel()
+	}
 	alive := n.gossip.Alive()
 	placed := map[string]int{}
 	for _, reps := range st.ShardMap {

@@ -49,6 +49,9 @@ type AdminCluster struct {
 	// Groups summarises every metadata shard over all reports: a shard is healthy when
 	// a replica leads it and a majority of its replicas answered with it running.
 	Groups ShardHealth `json:"groups"`
+	// Inodes is the file system's inode use against its limit, summed over the shards
+	// by the answering node (from its replicas, or the shards' leaders).
+	Inodes *InodeFigures `json:"inodes,omitempty"`
 }
 
 // ShardHealth counts the metadata shards.

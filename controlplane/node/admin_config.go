@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/claudefs/claudefs/controlplane/cluster"
+	"github.com/claudefs/claudefs/controlplane/meta"
 	"github.com/claudefs/claudefs/dataplane/dpconfig"
 	"github.com/claudefs/claudefs/dataplane/sidecar"
 )
@@ -39,7 +40,30 @@ var controlKeys = map[string]struct {
 		inForce: func(n *Node) string { return strconv.FormatBool(n.cfg.WriteCombining) },
 		help:    "combine all Raft groups' log appends into shared durable writes; a node reads it from its node.json at start",
 	},
+	InodeLimitKey: {
+		check: func(v string) (string, error) {
+			n, err := strconv.ParseUint(v, 10, 64)
+			if err != nil || n < minInodeLimit || n > maxInodeLimit {
+				return "", fmt.Errorf("bad value %q for %s: want a count of inodes in %d..%d (default %d)", v, InodeLimitKey, minInodeLimit, uint64(maxInodeLimit), meta.DefaultInodeLimit)
+			}
+			return strconv.FormatUint(n, 10), nil
+		},
+		inForce: func(n *Node) string {
+			st, err := n.localState()
+			if err != nil {
+				return ""
+			}
+			return strconv.FormatUint(InodeLimit(st.Config), 10)
+		},
+		help: "the most inodes the file system holds; creates past it fail with ENOSPC (each shard learns the others' counts every 10 s, so the limit may be overshot by that round's creates)",
+	},
 }
+
+// Bounds of metadata.inode_limit.
+const (
+	minInodeLimit = 1024
+	maxInodeLimit = 1 << 40
+)
 
 // unsupportedKeys are runbook keys with nothing behind them yet.
 var unsupportedKeys = map[string]string{

@@ -183,36 +183,51 @@ totals capacity_bytes, used_bytes, usage_pct, nodes_reporting.`,
 
 // CapacityJSON is `capacity-check --json`.
 type CapacityJSON struct {
-	Storage        StorageJSON `json:"storage"`
-	StorageWarn    bool        `json:"storage_over_80pct"`
-	Metadata       string      `json:"metadata"`
-	ReplicationLag string      `json:"replication_lag"`
-	QoS            string      `json:"qos"`
+	Storage     StorageJSON `json:"storage"`
+	StorageWarn bool        `json:"storage_over_80pct"`
+	// Metadata is the inode figure in words; Inodes the numbers.
+	Metadata       string             `json:"metadata"`
+	Inodes         *node.InodeFigures `json:"inodes,omitempty"`
+	InodesPct      float64            `json:"inodes_pct"`
+	InodesWarn     bool               `json:"inodes_over_80pct"`
+	ReplicationLag string             `json:"replication_lag"`
+	QoS            string             `json:"qos"`
 }
 
 func newCapacityCheck(f *flags) *cobra.Command {
 	return &cobra.Command{
 		Use:   "capacity-check",
-		Short: "Usage against limits: storage (and what is not measurable yet)",
-		Long: `capacity-check sums the dataplanes' storage and warns over 80%. Metadata
-(inodes), replication lag and QoS classes are "not supported yet": there is
-no metadata service, S3 tiering or QoS in this build.
+		Short: "Usage against limits: storage, inodes (and what is not measurable yet)",
+		Long: `capacity-check sums the dataplanes' storage and the metadata shards' inodes
+and warns over 80% of either (the inode limit is metadata.inode_limit, default
+64M; config set changes it). Replication lag and QoS classes are "not supported
+yet": there is no S3 tiering or QoS in this build.
 
 --json fields: storage (as storage stats), storage_over_80pct, metadata,
+inodes {used, limit, shards_counted, missing}, inodes_pct, inodes_over_80pct,
 replication_lag, qos.`,
 		Example: fmt.Sprintf("  %s capacity-check", f.o.Prog),
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, cancel := f.ctx()
 			defer cancel()
-			c, err := f.cluster(ctx, false)
-			if err != nil {
+			var c node.AdminCluster
+			if _, err := f.call(ctx, http.MethodGet, "/v1/admin/cluster?inodes=1", nil, &c); err != nil {
 				return f.fail(err)
 			}
-			s := storageOf(c)
-			out := &CapacityJSON{Storage: *s, StorageWarn: s.UsagePct > 80,
-				Metadata:       "not supported yet: no metadata service (issue 5), so no inode counts",
+			s := storageOf(&c)
+			out := &CapacityJSON{Storage: *s, StorageWarn: s.UsagePct > 80, Inodes: c.Inodes,
 				ReplicationLag: lagNote, QoS: "not supported yet: no QoS workload classes in this build"}
+			if in := c.Inodes; in != nil && in.Limit > 0 {
+				out.InodesPct = float64(in.Used) / float64(in.Limit) * 100
+				out.InodesWarn = out.InodesPct > 80
+				out.Metadata = fmt.Sprintf("%d of %d inodes (%.1f%%) over %d shards", in.Used, in.Limit, out.InodesPct, in.Shards)
+				if len(in.Missing) > 0 {
+					out.Metadata += fmt.Sprintf("; %d shards did not answer and are not counted", len(in.Missing))
+				}
+			} else {
+				out.Metadata = "unknown: " + c.AnsweredBy + " gave no inode figures"
+			}
 			if f.asJSON {
 				return f.printJSON(out)
 			}
@@ -222,6 +237,9 @@ replication_lag, qos.`,
 			f.printf("QoS: %s\n", out.QoS)
 			if out.StorageWarn {
 				f.printf("WARNING: storage over 80%%: evict or scale out (runbook: Cluster Scaling)\n")
+			}
+			if out.InodesWarn {
+				f.printf("WARNING: inodes over 80%% of metadata.inode_limit: raise it (cfsctl config set metadata.inode_limit=N) or remove files\n")
 			}
 			return nil
 		},

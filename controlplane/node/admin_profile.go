@@ -71,7 +71,7 @@ func (n *Node) forwardTo(w http.ResponseWriter, r *http.Request, id string, time
 	long.Timeout = 0
 	ctx, cancel := context.WithTimeout(r.Context(), timeout)
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+m.ClientAddr+r.URL.RequestURI(), nil)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+m.ClientAddr+r.URL.RequestURI(), nil)
 	req.Header.Set(forwardedHeader, n.cfg.ID)
 	resp, err := long.Do(req)
 	if err != nil {

@@ -489,3 +489,51 @@ func TestManyGroupsElect(t *testing.T) {
 	t.Logf("closed %s (leader of %d groups): all 257 groups led again after %v",
 		c.cfgs[victim].NodeID, count[victim], time.Since(start).Round(time.Millisecond))
 }
+
+// TestReadLease: a leader answers reads from its own state for half a
+// heartbeat timeout after a quorum round — even with every follower gone —
+// and not a moment longer, nor while a leadership transfer runs.
+func TestReadLease(t *testing.T) {
+	c := newCluster(t, 3, fast)
+	c.startGroups(1)
+	li := c.leaders(1, 10*time.Second)[0]
+	g := c.hosts[li].Group(0)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	read := func(ctx context.Context) error { return g.Read(ctx, func(kvsm.Reader) error { return nil }) }
+	// A transfer fences the lease: a read during one does its own round.
+	done := g.fence()
+	if err := read(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if g.leaseUntil.Load() != 0 {
+		t.Fatal("a read during a fence took a lease")
+	}
+	done()
+	if err := read(ctx); err != nil {
+		t.Fatal(err)
+	}
+	taken := monoNow()
+	lease := c.cfgs[li].HeartbeatTimeout / 2
+	if left := time.Duration(g.leaseUntil.Load() - taken); left <= 0 || left > lease {
+		t.Fatalf("lease left %v after a read, want (0, %v]", left, lease)
+	}
+	var closing sync.WaitGroup
+	for i, h := range c.hosts {
+		if i != li {
+			c.hosts[i] = nil
+			closing.Add(1)
+			go func() { defer closing.Done(); h.Close() }()
+		}
+	}
+	if err := read(ctx); err != nil {
+		t.Fatalf("a read %v into the lease, followers going: %v", time.Duration(monoNow()-taken), err)
+	}
+	closing.Wait()
+	time.Sleep(lease)
+	sctx, scancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer scancel()
+	if err := read(sctx); err == nil {
+		t.Fatal("a read after the lease ended succeeded with no follower left")
+	}
+}

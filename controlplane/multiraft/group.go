@@ -29,6 +29,16 @@ type Group struct {
 	barrierTerm atomic.Uint64
 	barrierMu   sync.Mutex
 
+	// The read lease (see Read): reads in leaseTerm before leaseUntil
+	// (monoNow) are answered from the local state without a quorum round.
+	// fencing counts leadership transfers and membership changes under way,
+	// during which no lease is taken or used; fenceGen changes at each
+	// one's start and end, so a round that overlapped one takes no lease.
+	leaseUntil atomic.Int64
+	leaseTerm  atomic.Uint64
+	fencing    atomic.Int32
+	fenceGen   atomic.Uint64
+
 	stopOnce sync.Once
 	stopErr  error
 }
@@ -174,6 +184,15 @@ func (g *Group) Apply(ctx context.Context, cmd []byte) ([]byte, error) {
 //     local state includes every command that completed before Read began.
 //  3. fn then reads the local state, which only moves forward.
 //
+// The lease: a successful quorum round started at t0 lets reads until
+// t0 + HeartbeatTimeout/2, in the same term, skip their own round. It is
+// safe because every follower that answered heard from this leader at or
+// after t0, and hashicorp/raft's followers refuse votes (and pre-votes)
+// while they have a leader heard from within HeartbeatTimeout (at least):
+// no other leader can be elected before the lease ends. Leadership
+// transfers make followers vote at once, and membership changes change the
+// quorum, so neither takes nor uses a lease while it runs (fencing).
+//
 // On a follower (or after losing leadership) Read returns a
 // *NotLeaderError. fn must not retain r past its return.
 func (g *Group) Read(ctx context.Context, fn func(r kvsm.Reader) error) error {
@@ -197,6 +216,11 @@ func (g *Group) Read(ctx context.Context, fn func(r kvsm.Reader) error) error {
 			}
 			g.barrierMu.Unlock()
 		}
+		if g.fencing.Load() == 0 && g.leaseTerm.Load() == term && monoNow() < g.leaseUntil.Load() {
+			return fn(g.fsm.Reader())
+		}
+		gen := g.fenceGen.Load()
+		t0 := monoNow()
 		release := g.trans.Expedite() // the verify round should not wait for HeartbeatWindow
 		err := wait(ctx, g.raft.VerifyLeader())
 		release()
@@ -205,6 +229,14 @@ func (g *Group) Read(ctx context.Context, fn func(r kvsm.Reader) error) error {
 		}
 		if g.raft.CurrentTerm() != term || g.barrierTerm.Load() != term {
 			continue // a new term began meanwhile: redo its barrier
+		}
+		if g.fencing.Load() == 0 && g.fenceGen.Load() == gen {
+			g.leaseUntil.Store(0)
+			g.leaseTerm.Store(term)
+			g.leaseUntil.Store(t0 + int64(g.h.cfg.HeartbeatTimeout/2))
+			if g.fenceGen.Load() != gen {
+				g.leaseUntil.Store(0) // a fence began while storing
+			}
 		}
 		return fn(g.fsm.Reader())
 	}
@@ -224,6 +256,7 @@ func (g *Group) Query(ctx context.Context, q []byte) ([]byte, error) {
 
 // AddVoter adds (or promotes) a voting member. Leader only.
 func (g *Group) AddVoter(ctx context.Context, id, addr string) error {
+	defer g.fence()()
 	ctx, cancel, left := g.opContext(ctx)
 	defer cancel()
 	return g.mapErr(wait(ctx, g.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, left)), false)
@@ -231,6 +264,7 @@ func (g *Group) AddVoter(ctx context.Context, id, addr string) error {
 
 // RemoveServer removes a member. Leader only.
 func (g *Group) RemoveServer(ctx context.Context, id string) error {
+	defer g.fence()()
 	ctx, cancel, left := g.opContext(ctx)
 	defer cancel()
 	return g.mapErr(wait(ctx, g.raft.RemoveServer(raft.ServerID(id), 0, left)), false)
@@ -250,6 +284,7 @@ func (g *Group) Configuration(ctx context.Context) ([]raft.Server, error) {
 // LeadershipTransfer hands leadership to the most up-to-date follower, or
 // to id at addr if id is not empty. Leader only.
 func (g *Group) LeadershipTransfer(ctx context.Context, id, addr string) error {
+	defer g.fence()()
 	ctx, cancel, _ := g.opContext(ctx)
 	defer cancel()
 	var f raft.Future
@@ -259,6 +294,26 @@ func (g *Group) LeadershipTransfer(ctx context.Context, id, addr string) error {
 		f = g.raft.LeadershipTransferToServer(raft.ServerID(id), raft.ServerAddress(addr))
 	}
 	return g.mapErr(wait(ctx, f), false)
+}
+
+// monoBase anchors monoNow.
+var monoBase = time.Now()
+
+// monoNow is a monotonic clock reading in ns (wall-clock steps do not
+// move it), for the read lease.
+func monoNow() int64 { return int64(time.Since(monoBase)) }
+
+// fence ends the read lease and keeps reads from taking one until the
+// returned function is called.
+func (g *Group) fence() func() {
+	g.fencing.Add(1)
+	g.fenceGen.Add(1)
+	g.leaseUntil.Store(0)
+	return func() {
+		g.fenceGen.Add(1)
+		g.leaseUntil.Store(0)
+		g.fencing.Add(-1)
+	}
 }
 
 // Snapshot makes the group take a snapshot now (and compact its log).

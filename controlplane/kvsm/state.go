@@ -7,6 +7,7 @@ import (
 	"sync"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/bloom"
 )
 
 const (
@@ -24,7 +25,7 @@ var ErrClosed = errors.New("kvsm: state closed")
 
 // StateOptions configure the state Pebble. Zero fields take defaults.
 type StateOptions struct {
-	// CacheBytes is the Pebble block cache size. Default 16 MiB.
+	// CacheBytes is the Pebble block cache size. Default 64 MiB.
 	CacheBytes int64
 	// MemTableBytes is the Pebble memtable size. Default 16 MiB.
 	MemTableBytes uint64
@@ -45,7 +46,7 @@ type State struct {
 // OpenState opens (creating if needed) the state store in dir.
 func OpenState(dir string, opts StateOptions) (*State, error) {
 	if opts.CacheBytes == 0 {
-		opts.CacheBytes = 16 << 20
+		opts.CacheBytes = 64 << 20
 	}
 	if opts.MemTableBytes == 0 {
 		opts.MemTableBytes = 16 << 20
@@ -54,11 +55,19 @@ func OpenState(dir string, opts StateOptions) (*State, error) {
 		return nil, fmt.Errorf("kvsm: StateOptions: CacheBytes %d must be >= 0 and MemTableBytes %d >= 1 MiB", opts.CacheBytes, opts.MemTableBytes)
 	}
 	cache := pebble.NewCache(opts.CacheBytes)
-	db, err := pebble.Open(dir, &pebble.Options{
+	po := &pebble.Options{
 		Cache:        cache,
 		MemTableSize: opts.MemTableBytes,
 		Logger:       pebbleLogger{opts.Logf},
-	})
+	}
+	// Bloom filters on every level: the metadata state machine looks up
+	// many keys that are absent (locks, names about to be created, request
+	// ids), and without a filter each such get reads an index and a data
+	// block of every table it might be in.
+	for i := range po.Levels {
+		po.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
+	}
+	db, err := pebble.Open(dir, po)
 	if err != nil {
 		cache.Unref()
 		return nil, fmt.Errorf("kvsm: open state %s: %w", dir, err)

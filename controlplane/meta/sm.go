@@ -117,24 +117,36 @@ func (s ShardSM) exec(w *kvsm.Writer, index uint64, c *Command) (*Result, error)
 		t.report(res)
 	}
 	if c.ReqID != 0 && res.Status != StatusBusy {
-		if err := rememberRequest(w, c, res); err != nil {
+		if err := rememberRequest(w, index, c, res); err != nil {
 			return nil, err
 		}
 	}
 	return res, nil
 }
 
-// rememberRequest stores an Exec's result for retries and expires up to
-// two old ones (bounded work per command; the clock is the commands').
-func rememberRequest(w *kvsm.Writer, c *Command, res *Result) error {
+// expireEvery and expireBatch: every expireEvery-th Raft index an Exec
+// also drops up to expireBatch expired request results (bounded work, and
+// an iterator only now and then; the index and the commands' clock make it
+// the same on every replica). Requests come at most once per index, so
+// this keeps up with any rate.
+const (
+	expireEvery = 32
+	expireBatch = 64
+)
+
+// rememberRequest stores an Exec's result for retries, and now and then
+// expires old ones.
+func rememberRequest(w *kvsm.Writer, index uint64, c *Command, res *Result) error {
 	var expired [][]byte
-	start := []byte{keySpace, 'Q'}
-	end := reqTimeKey(c.Time-reqTTL, 0)
-	if err := w.Scan(start, end, func(k, _ []byte) bool {
-		expired = append(expired, append([]byte(nil), k...))
-		return len(expired) < 2
-	}); err != nil {
-		return err
+	if index%expireEvery == 0 {
+		start := []byte{keySpace, 'Q'}
+		end := reqTimeKey(c.Time-reqTTL, 0)
+		if err := w.Scan(start, end, func(k, _ []byte) bool {
+			expired = append(expired, append([]byte(nil), k...))
+			return len(expired) < expireBatch
+		}); err != nil {
+			return err
+		}
 	}
 	for _, k := range expired {
 		if err := w.Delete(k); err != nil {

@@ -93,6 +93,8 @@ demo: build tools
 	eval "$$(./$(BIN)/cfs dev env --dir $(DEMO_DIR)/cluster)" && \
 	  ./$(BIN)/cfs bench run --target dataplane:$${CFS_DATAPLANES%%,*} --rw=randread --bs=4k --iodepth=32 --size=256M --runtime=5 --time_based
 	./$(BIN)/cfs bench kv --dir $(DEMO_DIR)/cluster --clients 16 --runtime 5s
+	./$(BIN)/cfs bench run --profile metadata --numjobs 4 --dirs 8 --files 250 \
+	  --target cluster:$$(./$(BIN)/cfs dev status --json --dir $(DEMO_DIR)/cluster | python3 -c 'import json,sys; print(",".join(n["control"]["raft_addr"] for n in json.load(sys.stdin)["nodes"]))')
 	./$(BIN)/cfs dev status --dir $(DEMO_DIR)/cluster
 	@echo "the cluster keeps running; stop it with: make demo-down (or ./$(BIN)/cfs dev down --dir $(DEMO_DIR)/cluster)"
 

@@ -409,3 +409,21 @@ func DecodeResult(b []byte) (*Result, error) {
 	r.Detail = d.str(4096)
 	return r, d.done()
 }
+
+// CreatesFile reports whether cmd is a command that creates a non-directory
+// inode (a file create, for the create_file_latency metric).
+func CreatesFile(cmd []byte) bool {
+	if !IsCommand(cmd) {
+		return false
+	}
+	c, err := DecodeCommand(cmd)
+	if err != nil || c.Kind != CmdExec {
+		return false
+	}
+	for i := range c.Parts {
+		if c.Parts[i].Kind == PartCreate && !IsDir(c.Parts[i].Mode) {
+			return true
+		}
+	}
+	return false
+}

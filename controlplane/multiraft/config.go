@@ -84,6 +84,10 @@ type Config struct {
 	// Logf receives the host's messages and raft's at RaftLogLevel and
 	// above. Nil: dropped.
 	Logf func(format string, args ...any)
+	// OnApply, if set, is told of every command this node proposed as
+	// leader (Group.Apply, local or forwarded) once it is applied or has
+	// failed, with how long that took: for metrics. It must be quick.
+	OnApply func(group uint32, cmd []byte, took time.Duration, err error)
 	// RaftLogLevel is raft's log level (hclog: TRACE, DEBUG, INFO, WARN,
 	// ERROR). Default WARN.
 	RaftLogLevel string

@@ -140,7 +140,7 @@ func (g *Group) mapErr(err error, applying bool) error {
 // *NotLeaderError at once (nothing was proposed). If leadership is lost
 // or ctx ends while the command is in flight the error wraps
 // ErrOutcomeUnknown.
-func (g *Group) Apply(ctx context.Context, cmd []byte) ([]byte, error) {
+func (g *Group) Apply(ctx context.Context, cmd []byte) (_ []byte, err error) {
 	if len(cmd) > g.h.cfg.MaxCommandBytes {
 		return nil, fmt.Errorf("multiraft: group %d: %w: %d bytes, limit %d", g.id, ErrTooLarge, len(cmd), g.h.cfg.MaxCommandBytes)
 	}
@@ -149,6 +149,10 @@ func (g *Group) Apply(ctx context.Context, cmd []byte) ([]byte, error) {
 	}
 	ctx, cancel, left := g.opContext(ctx)
 	defer cancel()
+	if on := g.h.cfg.OnApply; on != nil {
+		start := time.Now()
+		defer func() { on(g.id, cmd, time.Since(start), err) }()
+	}
 	f := g.raft.Apply(cmd, left)
 	if err := wait(ctx, f); err != nil {
 		return nil, g.mapErr(err, true)

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"github.com/claudefs/claudefs/controlplane/meta"
 	"math"
 	"net/http"
 	"sort"
@@ -24,6 +25,20 @@ func (n *Node) observeApply(group uint32, start time.Time) {
 		kind = "cluster"
 	}
 	n.adm.metrics.ReplicateLatency.WithLabelValues(kind).Observe(time.Since(start).Seconds())
+}
+
+// onShardApply records a metadata shard's apply led here: its replicate
+// latency, and for a file create its create_file_latency (proposal to applied
+// on this leader, which is when the client's create returns). The cluster
+// group's and the client API's applies are recorded where they are proposed.
+func (n *Node) onShardApply(group uint32, cmd []byte, took time.Duration, err error) {
+	if group == ClusterGroup || err != nil || !meta.IsCommand(cmd) || n.adm == nil {
+		return
+	}
+	n.adm.metrics.ReplicateLatency.WithLabelValues("shard").Observe(took.Seconds())
+	if meta.CreatesFile(cmd) {
+		n.adm.metrics.CreateFile.Observe(took.Seconds())
+	}
 }
 
 // replicateSummary is the count and p99 (seconds) of metadata_replicate_latency here.

@@ -80,6 +80,7 @@ func Run(ctx context.Context, dir string, logf func(string, ...any)) error {
 		RaftAddr:       cfg.RaftAddr,
 		WriteCombining: cfg.WriteCombining,
 		Logf:           logf,
+		OnApply:        n.onShardApply,
 	})
 	if err != nil {
 		return fmt.Errorf("opening the Raft host: %w", err)

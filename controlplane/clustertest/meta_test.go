@@ -3,6 +3,7 @@ package clustertest
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -521,6 +522,31 @@ func TestMetadataCrossShardCrash(t *testing.T) {
 	want := uint64(1 + len(ents) + files + subdirs)
 	if st.Inodes != want {
 		t.Fatalf("%d inodes in use, want %d: an orphan was left", st.Inodes, want)
+	}
+
+	// The metadata benchmark on the same cluster: its JSON, and nothing left behind.
+	out, err := exec.Command(cfsBin, "bench", "run", "--target", "cluster:"+addrs, "--profile", "metadata",
+		"--numjobs", "2", "--dirs", "3", "--files", "20", "--output-format=json").Output()
+	if err != nil {
+		t.Fatalf("cfs bench run --profile metadata: %v\n%s", err, out)
+	}
+	var rep struct {
+		Create, Stat, Readdir, Unlink struct {
+			Ops       uint64  `json:"ops"`
+			Errors    uint64  `json:"errors"`
+			OpsPerSec float64 `json:"ops_per_sec"`
+			P50       float64 `json:"p50_us"`
+		}
+	}
+	if err := json.Unmarshal(out, &rep); err != nil {
+		t.Fatalf("the benchmark's JSON: %v\n%s", err, out)
+	}
+	if rep.Create.Ops != 40 || rep.Stat.Ops != 40 || rep.Unlink.Ops != 40 || rep.Readdir.Ops < 3 || rep.Create.Errors+rep.Unlink.Errors != 0 || rep.Create.OpsPerSec <= 0 || rep.Create.P50 <= 0 {
+		t.Fatalf("benchmark report: %+v", rep)
+	}
+	after, _, err := mc.ReadDir(ctx, meta.RootIno, "", 1000)
+	if err != nil || len(after) != len(ents) {
+		t.Fatalf("the benchmark left %d entries in the root (had %d): %v", len(after), len(ents), err)
 	}
 }
 

@@ -174,32 +174,7 @@ func testLinearizable(t *testing.T, c *cluster, runFor time.Duration) {
 	}
 
 	// Faults: every 2.5 s the leader of shard 1 or 2 is SIGKILLed or frozen for 3 s.
-	faults := 0
-	rng := rand.New(rand.NewPCG(99, 1))
-	for ctx.Err() == nil {
-		select {
-		case <-ctx.Done():
-		case <-time.After(2500 * time.Millisecond):
-		}
-		if ctx.Err() != nil {
-			break
-		}
-		g := uint32(1 + rng.IntN(2))
-		pid, who := leaderControlPid(c, g)
-		if pid == 0 {
-			continue
-		}
-		faults++
-		if rng.IntN(2) == 0 {
-			t.Logf("%v: SIGKILL %s's control process (leader of shard %d)", time.Since(start).Round(time.Millisecond), who, g)
-			_ = syscall.Kill(pid, syscall.SIGKILL)
-		} else {
-			t.Logf("%v: SIGSTOP %s's control process (leader of shard %d) for 3 s", time.Since(start).Round(time.Millisecond), who, g)
-			_ = syscall.Kill(pid, syscall.SIGSTOP)
-			time.Sleep(3 * time.Second)
-			_ = syscall.Kill(pid, syscall.SIGCONT)
-		}
-	}
+	faults := leaderFaults(ctx, t, c, start, []uint32{1, 2}, 99)
 	wg.Wait()
 	count := func(m *sync.Map) int {
 		n := 0
@@ -217,6 +192,39 @@ func testLinearizable(t *testing.T, c *cluster, runFor time.Duration) {
 	if res != porcupine.Ok {
 		t.Fatalf("history of %d operations is %v (want linearizable)", len(history), res)
 	}
+}
+
+// leaderFaults, until ctx ends, every 2.5 s SIGKILLs (its supervisor restarts it) or
+// freezes for 3 s (SIGSTOP, SIGCONT) the control process leading one of groups, chosen
+// by a generator seeded with seed; it returns how many faults it made.
+func leaderFaults(ctx context.Context, t *testing.T, c *cluster, start time.Time, groups []uint32, seed uint64) int {
+	faults := 0
+	rng := rand.New(rand.NewPCG(seed, 1))
+	for ctx.Err() == nil {
+		select {
+		case <-ctx.Done():
+		case <-time.After(2500 * time.Millisecond):
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		g := groups[rng.IntN(len(groups))]
+		pid, who := leaderControlPid(c, g)
+		if pid == 0 {
+			continue
+		}
+		faults++
+		if rng.IntN(2) == 0 {
+			t.Logf("%v: SIGKILL %s's control process (leader of shard %d)", time.Since(start).Round(time.Millisecond), who, g)
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		} else {
+			t.Logf("%v: SIGSTOP %s's control process (leader of shard %d) for 3 s", time.Since(start).Round(time.Millisecond), who, g)
+			_ = syscall.Kill(pid, syscall.SIGSTOP)
+			time.Sleep(3 * time.Second)
+			_ = syscall.Kill(pid, syscall.SIGCONT)
+		}
+	}
+	return faults
 }
 
 // leaderControlPid returns the control process pid of the node leading group g.

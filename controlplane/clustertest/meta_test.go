@@ -246,33 +246,7 @@ func TestMetadataLinearizableUnderFaults(t *testing.T) {
 			}
 		}()
 	}
-	faults := 0
-	rng := rand.New(rand.NewPCG(5, 5))
-	shards := []uint32{d1.Ino.Shard(), d2.Ino.Shard(), meta.RootIno.Shard()}
-	for ctx.Err() == nil {
-		select {
-		case <-ctx.Done():
-		case <-time.After(2500 * time.Millisecond):
-		}
-		if ctx.Err() != nil {
-			break
-		}
-		g := shards[rng.IntN(len(shards))]
-		pid, who := leaderControlPid(c, g)
-		if pid == 0 {
-			continue
-		}
-		faults++
-		if rng.IntN(2) == 0 {
-			t.Logf("%v: SIGKILL %s's control process (leader of shard %d)", time.Since(start).Round(time.Millisecond), who, g)
-			_ = syscall.Kill(pid, syscall.SIGKILL)
-		} else {
-			t.Logf("%v: SIGSTOP %s's control process (leader of shard %d) for 3 s", time.Since(start).Round(time.Millisecond), who, g)
-			_ = syscall.Kill(pid, syscall.SIGSTOP)
-			time.Sleep(3 * time.Second)
-			_ = syscall.Kill(pid, syscall.SIGCONT)
-		}
-	}
+	faults := leaderFaults(ctx, t, c, start, []uint32{d1.Ino.Shard(), d2.Ino.Shard(), meta.RootIno.Shard()}, 5)
 	wg.Wait()
 	t.Logf("%d faults; %d operations completed, %d with unknown outcome", faults, done, unknown)
 	if faults < 3 {

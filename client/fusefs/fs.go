@@ -19,8 +19,8 @@
 //     OrphanDir at the root, and unlinks it there when the last handle is
 //     released. A crashed mount leaves its orphans there (their names start
 //     with the mount's id); they are plain files an operator may delete.
-//   - POSIX (fcntl) and BSD (flock) locks are the kernel's, local to this
-//     mount: cluster-wide locks are not supported yet.
+//   - POSIX (fcntl) and BSD (flock) locks are held by this mount per open
+//     file description (locks.go): cluster-wide locks are not supported yet.
 package fusefs
 
 import (
@@ -61,6 +61,8 @@ type FS struct {
 	opts Options
 	id   string // this mount's id: orphan names start with it
 
+	locks *lockTable
+
 	mu        sync.Mutex
 	open      map[meta.Ino]*openFile
 	orphanIno meta.Ino
@@ -70,7 +72,8 @@ type FS struct {
 type openFile struct {
 	f      *data.File
 	refs   int
-	orphan string // its name in OrphanDir once unlinked, else ""
+	orphan string     // its name in OrphanDir once unlinked, else ""
+	attr   meta.Inode // the attributes last read: what fstat answers if a race deleted it anyway
 }
 
 // New returns the file system of the cluster mc and dc talk to.
@@ -83,7 +86,7 @@ func New(mc *metaclient.Client, dc *data.Client, opts Options) *FS {
 	}
 	var b [6]byte
 	_, _ = rand.Read(b[:])
-	return &FS{mc: mc, dc: dc, opts: opts, id: hex.EncodeToString(b[:]), open: map[meta.Ino]*openFile{}}
+	return &FS{mc: mc, dc: dc, opts: opts, id: hex.EncodeToString(b[:]), locks: newLockTable(), open: map[meta.Ino]*openFile{}}
 }
 
 // Root returns the root node to mount.
@@ -141,6 +144,7 @@ func (f *FS) acquire(in meta.Inode) (*openFile, error) {
 	defer f.mu.Unlock()
 	if of := f.open[in.Ino]; of != nil {
 		of.refs++
+		of.attr = in
 		of.f.Refresh(in)
 		return of, nil
 	}
@@ -148,7 +152,7 @@ func (f *FS) acquire(in meta.Inode) (*openFile, error) {
 	if err != nil {
 		return nil, err
 	}
-	of := &openFile{f: df, refs: 1}
+	of := &openFile{f: df, refs: 1, attr: in}
 	f.open[in.Ino] = of
 	return of, nil
 }

@@ -56,6 +56,12 @@ var (
 	_ fs.NodeAccesser      = (*node)(nil)
 )
 
+// detach keeps the caller's identity but not the kernel's interrupt: the
+// Go runtime's preemption signals interrupt FUSE requests all the time,
+// and an operation half done on the metadata service is better finished
+// (each is bounded by the metadata client's timeout) than answered EIO.
+func detach(ctx context.Context) context.Context { return context.WithoutCancel(ctx) }
+
 // listedTTL is how long readdir's attributes answer lookups.
 const listedTTL = time.Second
 
@@ -68,6 +74,7 @@ func (n *node) child(ctx context.Context, in *meta.Inode, out *fuse.EntryOut) *f
 }
 
 func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	ctx = detach(ctx)
 	if n.ino == meta.RootIno && name == OrphanDir {
 		return nil, syscall.ENOENT
 	}
@@ -92,7 +99,19 @@ func (n *node) getattr(ctx context.Context) (meta.Inode, syscall.Errno) {
 }
 
 func (n *node) Getattr(ctx context.Context, _ fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	ctx = detach(ctx)
 	in, e := n.getattr(ctx)
+	if e == syscall.ENOENT {
+		// Deleted by another operation that raced with this file's open
+		// (the orphan directory keeps it otherwise): the open handle
+		// still has a file, with no links.
+		if of := n.fs.opened(n.ino); of != nil {
+			n.fs.mu.Lock()
+			in, e = of.attr, 0
+			n.fs.mu.Unlock()
+			in.Nlink = 0
+		}
+	}
 	if e != 0 {
 		return e
 	}
@@ -101,6 +120,7 @@ func (n *node) Getattr(ctx context.Context, _ fs.FileHandle, out *fuse.AttrOut) 
 }
 
 func (n *node) Setattr(ctx context.Context, _ fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	ctx = detach(ctx)
 	var a meta.SetAttr
 	if m, ok := in.GetMode(); ok {
 		a.Mask |= meta.AttrMode
@@ -173,6 +193,7 @@ func (n *node) truncate(ctx context.Context, size uint64, a meta.SetAttr) (meta.
 type handle struct{ of *openFile }
 
 func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	ctx = detach(ctx)
 	in, e := n.getattr(ctx)
 	if e != 0 {
 		return nil, 0, e
@@ -188,6 +209,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 }
 
 func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
+	ctx = detach(ctx)
 	if n.ino == meta.RootIno && name == OrphanDir {
 		return nil, nil, 0, syscall.EPERM
 	}
@@ -209,6 +231,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 }
 
 func (n *node) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	ctx = detach(ctx)
 	h, ok := fh.(*handle)
 	if !ok {
 		return nil, syscall.EBADF
@@ -221,6 +244,7 @@ func (n *node) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off int6
 }
 
 func (n *node) Write(ctx context.Context, fh fs.FileHandle, p []byte, off int64) (uint32, syscall.Errno) {
+	ctx = detach(ctx)
 	h, ok := fh.(*handle)
 	if !ok {
 		return 0, syscall.EBADF
@@ -233,6 +257,7 @@ func (n *node) Write(ctx context.Context, fh fs.FileHandle, p []byte, off int64)
 }
 
 func (n *node) Flush(ctx context.Context, fh fs.FileHandle) syscall.Errno {
+	ctx = detach(ctx)
 	if h, ok := fh.(*handle); ok {
 		return n.fs.errno("flush", h.of.f.Flush(ctx))
 	}
@@ -240,14 +265,16 @@ func (n *node) Flush(ctx context.Context, fh fs.FileHandle) syscall.Errno {
 }
 
 func (n *node) Fsync(ctx context.Context, fh fs.FileHandle, _ uint32) syscall.Errno {
+	ctx = detach(ctx)
 	if h, ok := fh.(*handle); ok {
 		return n.fs.errno("fsync", h.of.f.Flush(ctx))
 	}
 	return 0
 }
 
-func (n *node) Release(ctx context.Context, fh fs.FileHandle) syscall.Errno {
+func (n *node) Release(_ context.Context, fh fs.FileHandle) syscall.Errno {
 	if h, ok := fh.(*handle); ok {
+		n.fs.locks.drop(n.ino, h)
 		// The kernel does not wait for release: bound it ourselves.
 		rctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
@@ -257,7 +284,12 @@ func (n *node) Release(ctx context.Context, fh fs.FileHandle) syscall.Errno {
 }
 
 func (n *node) Allocate(ctx context.Context, fh fs.FileHandle, off, size uint64, mode uint32) syscall.Errno {
-	if mode != 0 {
+	ctx = detach(ctx)
+	switch mode {
+	case 0:
+	case 1: // FALLOC_FL_KEEP_SIZE: space is not reserved ahead, so nothing to do
+		return 0
+	default:
 		return syscall.EOPNOTSUPP // punching holes and the like: not supported yet
 	}
 	in, e := n.getattr(ctx)
@@ -276,6 +308,7 @@ func (n *node) Allocate(ctx context.Context, fh fs.FileHandle, off, size uint64,
 }
 
 func (n *node) Lseek(ctx context.Context, fh fs.FileHandle, off uint64, whence uint32) (uint64, syscall.Errno) {
+	ctx = detach(ctx)
 	in, e := n.getattr(ctx)
 	if e != 0 {
 		return 0, e
@@ -301,6 +334,7 @@ func (n *node) Lseek(ctx context.Context, fh fs.FileHandle, off uint64, whence u
 }
 
 func (n *node) Access(ctx context.Context, mask uint32) syscall.Errno {
+	ctx = detach(ctx)
 	// default_permissions: the kernel checks access itself; this only
 	// tells it the inode still exists.
 	_, e := n.getattr(ctx)
@@ -308,6 +342,7 @@ func (n *node) Access(ctx context.Context, mask uint32) syscall.Errno {
 }
 
 func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	ctx = detach(ctx)
 	in, err := n.fs.mc.Mkdir(ctx, n.ino, name, mode, owner(ctx))
 	if err != nil {
 		return nil, n.fs.errno("mkdir", err)
@@ -316,6 +351,7 @@ func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 }
 
 func (n *node) Mknod(ctx context.Context, name string, mode, dev uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	ctx = detach(ctx)
 	in, _, err := n.fs.mc.Create(ctx, n.ino, name, mode, dev, owner(ctx), true)
 	if err != nil {
 		return nil, n.fs.errno("mknod", err)
@@ -324,10 +360,12 @@ func (n *node) Mknod(ctx context.Context, name string, mode, dev uint32, out *fu
 }
 
 func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
+	ctx = detach(ctx)
 	return n.fs.errno("rmdir", n.fs.mc.Rmdir(ctx, n.ino, name))
 }
 
 func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
+	ctx = detach(ctx)
 	kept, err := n.fs.keepIfOpen(ctx, n.ino, name)
 	if err != nil || kept {
 		return n.fs.errno("unlink", err)
@@ -336,6 +374,7 @@ func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
 }
 
 func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
+	ctx = detach(ctx)
 	np, ok := newParent.(*node)
 	if !ok {
 		return syscall.EXDEV
@@ -350,6 +389,7 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 }
 
 func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	ctx = detach(ctx)
 	t, ok := target.(*node)
 	if !ok {
 		return nil, syscall.EXDEV
@@ -362,6 +402,7 @@ func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 }
 
 func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	ctx = detach(ctx)
 	in, err := n.fs.mc.Symlink(ctx, n.ino, name, target, owner(ctx))
 	if err != nil {
 		return nil, n.fs.errno("symlink", err)
@@ -370,6 +411,7 @@ func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.Entry
 }
 
 func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
+	ctx = detach(ctx)
 	t, err := n.fs.mc.Readlink(ctx, n.ino)
 	if err != nil {
 		return nil, n.fs.errno("readlink", err)
@@ -378,6 +420,7 @@ func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
 }
 
 func (n *node) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
+	ctx = detach(ctx)
 	in, e := n.getattr(ctx)
 	if e != 0 {
 		return nil, e
@@ -414,6 +457,7 @@ func (n *node) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 }
 
 func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	ctx = detach(ctx)
 	v, err := n.fs.mc.GetXattr(ctx, n.ino, attr)
 	if err != nil {
 		return 0, n.fs.errno("getxattr", err)
@@ -425,6 +469,7 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 }
 
 func (n *node) Setxattr(ctx context.Context, attr string, value []byte, flags uint32) syscall.Errno {
+	ctx = detach(ctx)
 	var f uint32
 	if flags&1 != 0 { // XATTR_CREATE
 		f |= meta.FlagXattrCreate
@@ -436,6 +481,7 @@ func (n *node) Setxattr(ctx context.Context, attr string, value []byte, flags ui
 }
 
 func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+	ctx = detach(ctx)
 	names, err := n.fs.mc.ListXattr(ctx, n.ino)
 	if err != nil {
 		return 0, n.fs.errno("listxattr", err)
@@ -452,10 +498,12 @@ func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errn
 }
 
 func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
+	ctx = detach(ctx)
 	return n.fs.errno("removexattr", n.fs.mc.RemoveXattr(ctx, n.ino, attr))
 }
 
 func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
+	ctx = detach(ctx)
 	st, err := n.fs.mc.StatFS(ctx)
 	if err != nil {
 		return n.fs.errno("statfs", err)

@@ -66,7 +66,7 @@ func newMountCmd(stderr io.Writer) *cobra.Command {
 			}
 			mo := fuse.MountOptions{
 				FsName: "claudefs", Name: "claudefs", MaxWrite: 1 << 20, MaxReadAhead: 1 << 20,
-				Options: []string{"default_permissions"}, MaxBackground: 64, DirectMount: true,
+				Options: []string{"default_permissions"}, MaxBackground: 64, DirectMount: true, EnableLocks: true,
 			}
 			for _, o := range opts {
 				for _, one := range strings.Split(o, ",") {

@@ -46,8 +46,10 @@ import (
 type Options struct {
 	// CacheBytes bounds the read cache of decoded stripes (default 256 MiB).
 	CacheBytes int64
-	// DirtyStripesPerFile is how many stripes a file buffers before it
-	// flushes them (default 16: 64 MiB at EC 4+2, 1 MiB units).
+	// DirtyStripesPerFile is how many partly written stripes a file
+	// buffers before it flushes them (default 64: 256 MiB at EC 4+2, 1 MiB
+	// units). Stripes written to their end are flushed at once, so only
+	// random writers fill it; a larger buffer spares them read-modify-writes.
 	DirtyStripesPerFile int
 	// FlushesPerFile bounds one file's stripe flushes in flight (default 4).
 	FlushesPerFile int
@@ -77,6 +79,10 @@ type Client struct {
 	dps     map[string]*dataplane.Client
 	coders  map[[2]uint8]reedsolomon.Encoder
 	badSeen uint64 // bad or missing shards met by reads (for Stats)
+
+	dels chan deletion // replaced versions waiting for a deleter
+	done chan struct{} // closed by Close
+	wg   sync.WaitGroup
 }
 
 // New returns a data path client that places shards with the topology
@@ -86,7 +92,7 @@ func New(mc *metaclient.Client, topo func(context.Context) (Topology, error), op
 		opts.CacheBytes = 256 << 20
 	}
 	if opts.DirtyStripesPerFile <= 0 {
-		opts.DirtyStripesPerFile = 16
+		opts.DirtyStripesPerFile = 64
 	}
 	if opts.FlushesPerFile <= 0 {
 		opts.FlushesPerFile = 4
@@ -103,12 +109,19 @@ func New(mc *metaclient.Client, topo func(context.Context) (Topology, error), op
 	if err != nil {
 		return nil, err
 	}
-	return &Client{
+	c := &Client{
 		meta: mc, topology: topo, opts: opts, cache: cache,
 		nc:     netio.NewClient(netio.ClientOptions{ConnsPerAddr: 4, AttemptTimeout: opts.Timeout, MaxPayload: chunkstore.MaxChunkSize + 4096}),
 		dps:    map[string]*dataplane.Client{},
 		coders: map[[2]uint8]reedsolomon.Encoder{},
-	}, nil
+		dels:   make(chan deletion, maxDeletes),
+		done:   make(chan struct{}),
+	}
+	for range deleters {
+		c.wg.Add(1)
+		go c.deleter()
+	}
+	return c, nil
 }
 
 // TopologyFromMeta reads the topology from the cluster map through mc.
@@ -122,8 +135,11 @@ func TopologyFromMeta(mc *metaclient.Client) func(context.Context) (Topology, er
 	}
 }
 
-// Close releases the client's connections and cache.
+// Close releases the client's connections and cache. Deletions still
+// queued are left to the scrubber.
 func (c *Client) Close() error {
+	close(c.done)
+	c.wg.Wait()
 	c.cache.Close()
 	return c.nc.Close()
 }
@@ -331,11 +347,36 @@ func (c *Client) fetchStripe(ctx context.Context, ino meta.Ino, l meta.Layout, s
 
 var errUnreadable = errors.New("too few shards readable")
 
+// retryBusy runs op again, backing off, while the dataplane answers that
+// it is busy (its queue is full) and ctx allows.
+func retryBusy(ctx context.Context, op func() error) error {
+	d := 2 * time.Millisecond
+	for {
+		err := op()
+		if err == nil || !(errors.Is(err, dataplane.ErrBusy) || errors.Is(err, chunkstore.ErrBusy)) {
+			return err
+		}
+		t := time.NewTimer(d)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+		d = min(2*d, 200*time.Millisecond)
+	}
+}
+
 func (c *Client) readShard(ctx context.Context, addr string, id chunkstore.ID, v uint64, unit uint32, out []byte) error {
 	ctx, cancel := context.WithTimeout(ctx, c.opts.Timeout)
 	defer cancel()
 	buf := make([]byte, headerSize+int(unit))
-	n, got, err := c.dataplane(addr).ReadShard(ctx, id, 0, buf)
+	var n int
+	var got uint64
+	err := retryBusy(ctx, func() (err error) {
+		n, got, err = c.dataplane(addr).ReadShard(ctx, id, 0, buf)
+		return err
+	})
 	if err != nil {
 		return err
 	}
@@ -413,7 +454,9 @@ func (c *Client) writeStripe(ctx context.Context, ino meta.Ino, l meta.Layout, s
 				chunk := encodeShard(make([]byte, 0, headerSize+lens[i]), uint32(unit), shards[i][:lens[i]])
 				wctx, cancel := context.WithTimeout(ctx, c.opts.Timeout)
 				defer cancel()
-				errs[i] = c.dataplane(addrs[i]).WriteShard(wctx, chunkID(ino, s, i, v), v, epoch, chunk)
+				errs[i] = retryBusy(wctx, func() error {
+					return c.dataplane(addrs[i]).WriteShard(wctx, chunkID(ino, s, i, v), v, epoch, chunk)
+				})
 			}()
 		}
 		wg.Wait()
@@ -476,16 +519,50 @@ func (c *Client) deleteShards(ino meta.Ino, l meta.Layout, s, v uint64, addrs []
 	wg.Wait()
 }
 
-// dropOld deletes the shards of replaced stripe versions in the background.
+// dropOld queues the shards of replaced stripe versions for deletion by
+// the client's deleters (it blocks while deleters are maxDeletes behind,
+// so deletes cannot outgrow the writes that cause them).
 func (c *Client) dropOld(ino meta.Ino, l meta.Layout, old []meta.StripeVersion) {
-	if len(old) == 0 {
-		return
-	}
-	go func() {
-		for _, sv := range old {
-			c.deleteShards(ino, l, sv.Index, sv.Version, nil)
+	for _, sv := range old {
+		select {
+		case c.dels <- deletion{ino: ino, l: l, s: sv.Index, v: sv.Version}:
+		case <-c.done:
+			return
 		}
-	}()
+	}
+}
+
+// DropStripes queues the shards of stripe versions of a deleted file for
+// deletion.
+func (c *Client) DropStripes(ino meta.Ino, l meta.Layout, svs []meta.StripeVersion) {
+	if l.K == 0 {
+		l = meta.DefaultLayout
+	}
+	c.dropOld(ino, l, svs)
+}
+
+// deletion is one replaced stripe version whose shards go.
+type deletion struct {
+	ino  meta.Ino
+	l    meta.Layout
+	s, v uint64
+}
+
+const (
+	maxDeletes = 4096 // queued stripe deletions
+	deleters   = 2
+)
+
+func (c *Client) deleter() {
+	defer c.wg.Done()
+	for {
+		select {
+		case d := <-c.dels:
+			c.deleteShards(d.ino, d.l, d.s, d.v, nil)
+		case <-c.done:
+			return
+		}
+	}
 }
 
 // Stats are the data path's counters.
@@ -498,4 +575,26 @@ func (c *Client) Stats() Stats {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return Stats{BadShards: c.badSeen}
+}
+
+// Capacity sums the dataplanes' chunk store space, in file bytes at the
+// default layout's overhead (k of every k+m bytes hold data).
+func (c *Client) Capacity(ctx context.Context) (total, free uint64, err error) {
+	t, err := c.currentTopology(ctx, false)
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, addr := range t.Dataplanes {
+		st, serr := c.dataplane(addr).Stats(ctx)
+		if serr != nil {
+			err = serr
+			continue
+		}
+		total += st.Segments * st.SegmentSize
+		free += st.FreeSegments * st.SegmentSize
+	}
+	if k, n := uint64(max(t.Map.K, 1)), uint64(max(t.Map.K+t.Map.M, 1)); n > 0 {
+		total, free = total*k/n, free*k/n
+	}
+	return total, free, err
 }

@@ -38,6 +38,43 @@ type File struct {
 	raNext   uint64 // stripes below it were fetched by readahead already
 	lastEnd  uint64 // where the last read ended: a read from there is sequential
 	sem      chan struct{}
+	// recent holds the stripes this file fetched last (at most
+	// recentStripes), whatever the shared cache admitted: a sequential
+	// reader's next kernel reads hit them.
+	recent []recentStripe
+}
+
+type recentStripe struct {
+	s, v uint64
+	data []byte
+}
+
+// recentStripes bounds File.recent: readahead's two stripes, the
+// current one, and room for a second reader of the file.
+const recentStripes = 6
+
+// stripe returns stripe s at version v, read-only, from the file's recent
+// stripes, the shared cache or the dataplanes. Called without mu.
+func (f *File) stripe(ctx context.Context, s, v uint64) ([]byte, error) {
+	f.mu.Lock()
+	for _, r := range f.recent {
+		if r.s == s && r.v == v {
+			f.mu.Unlock()
+			return r.data, nil
+		}
+	}
+	f.mu.Unlock()
+	data, err := f.c.readStripe(ctx, f.ino, f.layout, s, v)
+	if err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	if len(f.recent) >= recentStripes {
+		f.recent = append(f.recent[:0], f.recent[1:]...)
+	}
+	f.recent = append(f.recent, recentStripe{s: s, v: v, data: data})
+	f.mu.Unlock()
+	return data, nil
 }
 
 // Open returns the data of regular file in, whose attributes the caller
@@ -196,7 +233,7 @@ func (f *File) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 			f.readahead(s)
 		}
 		f.mu.Unlock()
-		data, err := f.c.readStripe(ctx, f.ino, f.layout, s, v)
+		data, err := f.stripe(ctx, s, v)
 		f.mu.Lock()
 		if err != nil {
 			return done, err
@@ -219,7 +256,7 @@ func (f *File) readahead(s uint64) {
 		go func() {
 			ctx, cancel := context.WithTimeout(context.Background(), f.c.opts.Timeout)
 			defer cancel()
-			_, _ = f.c.readStripe(ctx, f.ino, f.layout, next, v)
+			_, _ = f.stripe(ctx, next, v)
 		}()
 	}
 }
@@ -273,7 +310,7 @@ func (f *File) WriteAt(ctx context.Context, p []byte, off int64) (int, error) {
 			if v != 0 {
 				// Read-modify-write: the stripe's current bytes first.
 				f.mu.Unlock()
-				base, err := f.c.readStripe(ctx, f.ino, f.layout, s, v)
+				base, err := f.stripe(ctx, s, v)
 				f.mu.Lock()
 				if err != nil {
 					return done, err

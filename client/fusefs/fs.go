@@ -169,8 +169,12 @@ func (f *FS) release(ctx context.Context, of *openFile) error {
 	orphan, dir := of.orphan, f.orphanIno
 	f.mu.Unlock()
 	if last && orphan != "" {
+		in, gerr := f.mc.GetAttr(ctx, of.f.Ino())
+		d := f.doom(ctx, &in)
 		if uerr := f.mc.Unlink(ctx, dir, orphan); uerr != nil && uerr != syscall.ENOENT {
 			f.logf("release: deleting orphan %s/%s: %v", OrphanDir, orphan, uerr)
+		} else if gerr == nil {
+			f.free(ctx, d)
 		}
 	}
 	return err
@@ -207,34 +211,80 @@ func (f *FS) orphanDir(ctx context.Context) (meta.Ino, error) {
 	return in.Ino, nil
 }
 
+// doomed is a regular file whose last link an operation is about to
+// drop, with the stripes it had: once the metadata has deleted the inode,
+// free deletes their shards.
+type doomed struct {
+	in      meta.Inode
+	stripes []meta.StripeVersion
+}
+
+// maxFreeStripes bounds the stripes listed for freeing (4 TiB at EC 4+2,
+// 1 MiB units); a larger file's rest is left to the scrubber.
+const maxFreeStripes = 1 << 20
+
+// free deletes a doomed file's shards if its inode is gone now (another
+// link made meanwhile keeps it, and its data).
+func (f *FS) free(ctx context.Context, d *doomed) {
+	if d == nil || len(d.stripes) == 0 {
+		return
+	}
+	if _, err := f.mc.GetAttr(ctx, d.in.Ino); err != syscall.ENOENT {
+		return
+	}
+	f.dc.DropStripes(d.in.Ino, d.in.Layout, d.stripes)
+}
+
+// doom returns the doomed state of inode in if it is a regular file with
+// a single link, else nil.
+func (f *FS) doom(ctx context.Context, in *meta.Inode) *doomed {
+	if in == nil || in.Mode&meta.ModeType != meta.ModeRegular || in.Nlink != 1 {
+		return nil
+	}
+	d := &doomed{in: *in}
+	for from := uint64(0); len(d.stripes) < maxFreeStripes; {
+		svs, more, err := f.mc.Stripes(ctx, in.Ino, from, meta.MaxStripesPerCommit)
+		if err != nil {
+			break
+		}
+		d.stripes = append(d.stripes, svs...)
+		if !more || len(svs) == 0 {
+			break
+		}
+		from = svs[len(svs)-1].Index + 1
+	}
+	return d
+}
+
 // keepIfOpen moves parent/name into OrphanDir when it names a regular
 // file with a single link that this mount has open, so removing or
 // replacing the name does not delete it under its open handles. It
-// reports whether it moved it.
-func (f *FS) keepIfOpen(ctx context.Context, parent meta.Ino, name string) (bool, error) {
+// reports whether it moved it; when it did not and the name is a file's
+// last link, it returns what to free once the name is gone.
+func (f *FS) keepIfOpen(ctx context.Context, parent meta.Ino, name string) (bool, *doomed, error) {
 	e, err := f.mc.Lookup(ctx, parent, name)
 	if err != nil {
 		if err == syscall.ENOENT {
-			return false, nil
+			return false, nil, nil
 		}
-		return false, err
+		return false, nil, err
 	}
 	of := f.opened(e.Ino)
 	if of == nil || e.Attr == nil || e.Attr.Mode&meta.ModeType != meta.ModeRegular || e.Attr.Nlink > 1 {
-		return false, nil
+		return false, f.doom(ctx, e.Attr), nil
 	}
 	dir, err := f.orphanDir(ctx)
 	if err != nil {
-		return false, err
+		return false, nil, err
 	}
 	oname := fmt.Sprintf("%s.%d", f.id, uint64(e.Ino))
 	if err := f.mc.Rename(ctx, parent, name, dir, oname, 0); err != nil {
-		return false, err
+		return false, nil, err
 	}
 	f.mu.Lock()
 	of.orphan = oname
 	f.mu.Unlock()
-	return true, nil
+	return true, nil, nil
 }
 
 // fillAttr copies an inode into FUSE attributes.

@@ -366,11 +366,15 @@ func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
 
 func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
 	ctx = detach(ctx)
-	kept, err := n.fs.keepIfOpen(ctx, n.ino, name)
+	kept, d, err := n.fs.keepIfOpen(ctx, n.ino, name)
 	if err != nil || kept {
 		return n.fs.errno("unlink", err)
 	}
-	return n.fs.errno("unlink", n.fs.mc.Unlink(ctx, n.ino, name))
+	if err := n.fs.mc.Unlink(ctx, n.ino, name); err != nil {
+		return n.fs.errno("unlink", err)
+	}
+	n.fs.free(ctx, d)
+	return 0
 }
 
 func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
@@ -379,13 +383,20 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 	if !ok {
 		return syscall.EXDEV
 	}
+	var d *doomed
 	if flags == 0 && !(n.ino == np.ino && name == newName) {
-		// A replaced file this mount has open stays readable.
-		if _, err := n.fs.keepIfOpen(ctx, np.ino, newName); err != nil {
+		// A replaced file this mount has open stays readable; one it
+		// has not is freed.
+		var err error
+		if _, d, err = n.fs.keepIfOpen(ctx, np.ino, newName); err != nil {
 			return n.fs.errno("rename", err)
 		}
 	}
-	return n.fs.errno("rename", n.fs.mc.Rename(ctx, n.ino, name, np.ino, newName, flags))
+	if err := n.fs.mc.Rename(ctx, n.ino, name, np.ino, newName, flags); err != nil {
+		return n.fs.errno("rename", err)
+	}
+	n.fs.free(ctx, d)
+	return 0
 }
 
 func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {

@@ -70,7 +70,7 @@ type Client struct {
 	opts     Options
 	nc       *netio.Client
 
-	cache   *ristretto.Cache[string, []byte] // stripe key → decoded data (k × unit bytes), read-only
+	cache   *ristretto.Cache[string, stripeData] // stripe key → its data
 	fetches singleflight.Group
 
 	mu      sync.Mutex
@@ -103,7 +103,7 @@ func New(mc *metaclient.Client, topo func(context.Context) (Topology, error), op
 	if opts.TopologyTTL <= 0 {
 		opts.TopologyTTL = 10 * time.Second
 	}
-	cache, err := ristretto.NewCache(&ristretto.Config[string, []byte]{
+	cache, err := ristretto.NewCache(&ristretto.Config[string, stripeData]{
 		NumCounters: max(opts.CacheBytes/(64<<10), 1024), MaxCost: opts.CacheBytes, BufferItems: 64,
 	})
 	if err != nil {
@@ -231,9 +231,9 @@ func cacheKey(ino meta.Ino, s, v uint64) string {
 	return string(b[:])
 }
 
-// readStripe returns the data (k × unit bytes, read-only) of stripe s of
-// ino at version v, from the cache or the dataplanes.
-func (c *Client) readStripe(ctx context.Context, ino meta.Ino, l meta.Layout, s, v uint64) ([]byte, error) {
+// readStripe returns the data of stripe s of ino at version v, from the
+// cache or the dataplanes.
+func (c *Client) readStripe(ctx context.Context, ino meta.Ino, l meta.Layout, s, v uint64) (stripeData, error) {
 	key := cacheKey(ino, s, v)
 	if b, ok := c.cache.Get(key); ok {
 		return b, nil
@@ -243,31 +243,35 @@ func (c *Client) readStripe(ctx context.Context, ino meta.Ino, l meta.Layout, s,
 		if err != nil {
 			return nil, err
 		}
-		c.cache.Set(key, b, int64(len(b)))
+		c.cache.Set(key, b, b.cost())
 		return b, nil
 	})
 	if err != nil {
-		return nil, err
+		return stripeData{}, err
 	}
-	return out.([]byte), nil
+	return out.(stripeData), nil
 }
 
 // fetchStripe reads the data shards of a stripe and, when some are
 // missing or bad, enough parity shards to reconstruct them.
-func (c *Client) fetchStripe(ctx context.Context, ino meta.Ino, l meta.Layout, s, v uint64) ([]byte, error) {
+func (c *Client) fetchStripe(ctx context.Context, ino meta.Ino, l meta.Layout, s, v uint64) (stripeData, error) {
 	if err := checkLayout(l); err != nil {
-		return nil, err
+		return stripeData{}, err
 	}
 	addrs, _, err := c.placeStripe(ctx, ino, l, s, false)
 	if err != nil {
-		return nil, err
+		return stripeData{}, err
 	}
 	k, n, unit := int(l.K), int(l.K)+int(l.M), int(l.StripeUnit)
+	stride := headerSize + unit
 	zm := zeroMask(v)
+	// Each shard is read into its slot, header first, and stays there.
+	slots := make([][]byte, n)
 	shards := make([][]byte, n)
-	data := make([]byte, k*unit)
+	data := make([]byte, k*stride)
 	for i := 0; i < k; i++ {
-		shards[i] = data[i*unit : (i+1)*unit : (i+1)*unit]
+		slots[i] = data[i*stride : (i+1)*stride : (i+1)*stride]
+		shards[i] = slots[i][headerSize:]
 	}
 	ok := make([]bool, n)
 	read := func(idx []int) {
@@ -281,7 +285,7 @@ func (c *Client) fetchStripe(ctx context.Context, ino meta.Ino, l meta.Layout, s
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				if err := c.readShard(ctx, addrs[i], chunkID(ino, s, i, v), v, uint32(unit), shards[i]); err != nil {
+				if err := c.readShard(ctx, addrs[i], chunkID(ino, s, i, v), v, uint32(unit), slots[i]); err != nil {
 					c.logf("data: inode %v stripe %d shard %d on %s: %v (reconstructing)", ino, s, i, addrs[i], err)
 					c.mu.Lock()
 					c.badSeen++
@@ -304,16 +308,18 @@ func (c *Client) fetchStripe(ctx context.Context, ino meta.Ino, l meta.Layout, s
 			good++
 		}
 	}
+	sd := stripeData{b: data, stride: stride, off: headerSize, unit: unit}
 	if good == k {
-		return data, nil
+		return sd, nil
 	}
 	if ctx.Err() != nil {
-		return nil, ctx.Err()
+		return stripeData{}, ctx.Err()
 	}
 	// Degraded: read every parity shard, then rebuild the missing data.
 	var par []int
 	for i := k; i < n; i++ {
-		shards[i] = make([]byte, unit)
+		slots[i] = make([]byte, stride)
+		shards[i] = slots[i][headerSize:]
 		par = append(par, i)
 	}
 	read(par)
@@ -326,23 +332,23 @@ func (c *Client) fetchStripe(ctx context.Context, ino meta.Ino, l meta.Layout, s
 		have++
 	}
 	if have < k {
-		return nil, fmt.Errorf("data: inode %v stripe %d: only %d of %d shards readable, %d needed: %w", ino, s, have, n, k, errUnreadable)
+		return stripeData{}, fmt.Errorf("data: inode %v stripe %d: only %d of %d shards readable, %d needed: %w", ino, s, have, n, k, errUnreadable)
 	}
 	enc, err := c.coder(l)
 	if err != nil {
-		return nil, err
+		return stripeData{}, err
 	}
-	// Reconstruct writes the rebuilt data shards into the slices' spare
-	// capacity, which is the stripe buffer itself.
+	// Missing shards are empty slices whose spare capacity is their slot
+	// in the stripe buffer: Reconstruct writes the rebuilt shards there.
 	if err := enc.ReconstructData(shards); err != nil {
-		return nil, fmt.Errorf("data: inode %v stripe %d: reconstruct: %w", ino, s, err)
+		return stripeData{}, fmt.Errorf("data: inode %v stripe %d: reconstruct: %w", ino, s, err)
 	}
 	for i := 0; i < k; i++ {
-		if &shards[i][0] != &data[i*unit] {
-			copy(data[i*unit:(i+1)*unit], shards[i])
+		if dst := data[i*stride+headerSize : (i+1)*stride]; &shards[i][0] != &dst[0] {
+			copy(dst, shards[i])
 		}
 	}
-	return data, nil
+	return sd, nil
 }
 
 var errUnreadable = errors.New("too few shards readable")
@@ -367,10 +373,12 @@ func retryBusy(ctx context.Context, op func() error) error {
 	}
 }
 
-func (c *Client) readShard(ctx context.Context, addr string, id chunkstore.ID, v uint64, unit uint32, out []byte) error {
+// readShard reads a shard's chunk into slot (headerSize + unit bytes),
+// checks it, and zeroes the slot past the stored bytes.
+func (c *Client) readShard(ctx context.Context, addr string, id chunkstore.ID, v uint64, unit uint32, slot []byte) error {
 	ctx, cancel := context.WithTimeout(ctx, c.opts.Timeout)
 	defer cancel()
-	buf := make([]byte, headerSize+int(unit))
+	buf := slot
 	var n int
 	var got uint64
 	err := retryBusy(ctx, func() (err error) {
@@ -383,7 +391,11 @@ func (c *Client) readShard(ctx context.Context, addr string, id chunkstore.ID, v
 	if got != v {
 		return fmt.Errorf("%w: version %#x stored, %#x committed", errBadShard, got, v)
 	}
-	return decodeShard(buf[:n], unit, out)
+	if err := checkShard(buf[:n], unit); err != nil {
+		return err
+	}
+	clear(buf[n:])
+	return nil
 }
 
 // writeStripe encodes data (k × unit bytes) and stores the shards of a new

@@ -112,6 +112,17 @@ var errBadShard = errors.New("bad shard")
 // decodeShard checks chunk (as read, header first) against unit and copies
 // its bytes into out (len unit), zeroing the rest.
 func decodeShard(chunk []byte, unit uint32, out []byte) error {
+	if err := checkShard(chunk, unit); err != nil {
+		return err
+	}
+	body := chunk[headerSize:]
+	copy(out, body)
+	clear(out[len(body):])
+	return nil
+}
+
+// checkShard checks chunk (as read, header first) against unit.
+func checkShard(chunk []byte, unit uint32) error {
 	if len(chunk) < headerSize {
 		return fmt.Errorf("%w: %d bytes, shorter than its header", errBadShard, len(chunk))
 	}
@@ -129,7 +140,34 @@ func decodeShard(chunk []byte, unit uint32, out []byte) error {
 	if c := crc32.Checksum(body, castagnoli); c != binary.LittleEndian.Uint32(chunk[12:]) {
 		return fmt.Errorf("%w: CRC32C mismatch", errBadShard)
 	}
-	copy(out, body)
-	clear(out[len(body):])
 	return nil
 }
+
+// stripeData is a stripe's data, read-only once made: its k shards of
+// unit bytes, shard i at b[i*stride+off:]. Stripes read from dataplanes
+// keep each shard where it was read, after its header (stride unit +
+// headerSize), so no copy is made; stripes just written are contiguous.
+type stripeData struct {
+	b                 []byte
+	stride, off, unit int
+}
+
+func flatStripe(b []byte, unit int) stripeData { return stripeData{b: b, stride: unit, unit: unit} }
+
+// copyAt copies the stripe's bytes from offset off into dst and returns
+// how many it copied (fewer at the stripe's end).
+func (d stripeData) copyAt(dst []byte, off int) int {
+	n := 0
+	for n < len(dst) {
+		i, w := (off+n)/d.unit, (off+n)%d.unit
+		if (i+1)*d.stride > len(d.b) {
+			break
+		}
+		start := i*d.stride + d.off + w
+		n += copy(dst[n:], d.b[start:i*d.stride+d.off+d.unit])
+	}
+	return n
+}
+
+// cost is the memory the stripe holds.
+func (d stripeData) cost() int64 { return int64(cap(d.b)) }

@@ -185,7 +185,7 @@ func TestMount(t *testing.T) {
 			t.Skip("fio not installed (make tools installs it)")
 		}
 		out, err := exec.Command("fio", "--name=verify", "--directory="+a, "--size=96M", "--rw=randwrite",
-			"--bssplit=4k/50:64k/30:1m/20", "--verify=crc32c", "--do_verify=1", "--ioengine=psync").CombinedOutput()
+			"--bssplit=4k/50:64k/30:1m/20", "--verify=crc32c", "--do_verify=1", "--verify_state_save=0", "--ioengine=psync").CombinedOutput()
 		if err != nil || !bytes.Contains(out, []byte("err= 0")) {
 			t.Fatalf("fio --verify=crc32c: %v\n%s", err, out)
 		}

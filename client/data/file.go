@@ -191,13 +191,26 @@ func (f *File) waitFlushing(ctx context.Context, s uint64) (bool, error) {
 // ReadAt reads into p from offset off; it returns fewer bytes only at the
 // end of the file.
 func (f *File) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
+	b, err := f.read(ctx, p, off, false)
+	return len(b), err
+}
+
+// Read returns the file's bytes from offset off, at most len(p) of them
+// (fewer only at the end of the file): when they lie in one shard of a
+// stripe already read, a view of the stripe's buffer, which the caller
+// must not change; else p, filled.
+func (f *File) Read(ctx context.Context, p []byte, off int64) ([]byte, error) {
+	return f.read(ctx, p, off, true)
+}
+
+func (f *File) read(ctx context.Context, p []byte, off int64, view bool) ([]byte, error) {
 	if off < 0 {
-		return 0, syscall.EINVAL
+		return nil, syscall.EINVAL
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if uint64(off) >= f.size {
-		return 0, nil
+		return p[:0], nil
 	}
 	n := int(min(uint64(len(p)), f.size-uint64(off)))
 	sequential := uint64(off) == f.lastEnd
@@ -213,13 +226,13 @@ func (f *File) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 			continue
 		}
 		if waited, err := f.waitFlushing(ctx, s); err != nil {
-			return done, err
+			return p[:done], err
 		} else if waited {
 			continue
 		}
 		v, err := f.version(ctx, s)
 		if err != nil {
-			return done, err
+			return p[:done], err
 		}
 		if _, ok := f.dirty[s]; ok || f.flushing[s] != nil {
 			continue // written while the lock was released
@@ -236,12 +249,15 @@ func (f *File) ReadAt(ctx context.Context, p []byte, off int64) (int, error) {
 		data, err := f.stripe(ctx, s, v)
 		f.mu.Lock()
 		if err != nil {
-			return done, err
+			return p[:done], err
+		}
+		if b, ok := data.view(int(so), m); ok && view && m == n {
+			return b, nil
 		}
 		data.copyAt(p[done:done+m], int(so))
 		done += m
 	}
-	return n, nil
+	return p[:n], nil
 }
 
 // readaheadStripes is how many stripes readahead fetches ahead of a

@@ -169,5 +169,16 @@ func (d stripeData) copyAt(dst []byte, off int) int {
 	return n
 }
 
+// view returns the stripe's n bytes from offset off in place, if they lie
+// in one shard.
+func (d stripeData) view(off, n int) ([]byte, bool) {
+	i, w := off/d.unit, off%d.unit
+	if w+n > d.unit || (i+1)*d.stride > len(d.b) {
+		return nil, false
+	}
+	start := i*d.stride + d.off + w
+	return d.b[start : start+n : start+n], true
+}
+
 // cost is the memory the stripe holds.
 func (d stripeData) cost() int64 { return int64(cap(d.b)) }

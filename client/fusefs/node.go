@@ -236,11 +236,11 @@ func (n *node) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off int6
 	if !ok {
 		return nil, syscall.EBADF
 	}
-	got, err := h.of.f.ReadAt(ctx, dest, off)
+	b, err := h.of.f.Read(ctx, dest, off)
 	if err != nil {
 		return nil, n.fs.errno("read", err)
 	}
-	return fuse.ReadResultData(dest[:got]), 0
+	return fuse.ReadResultData(b), 0
 }
 
 func (n *node) Write(ctx context.Context, fh fs.FileHandle, p []byte, off int64) (uint32, syscall.Errno) {

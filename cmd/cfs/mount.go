@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
+	_ "net/http/pprof" // --pprof
 	"os"
 	"os/exec"
 	"os/signal"
@@ -49,7 +51,7 @@ const mountExample = `  # mount a dev cluster at ./mnt (make demo does this)
   cfs umount ./mnt`
 
 func newMountCmd(stderr io.Writer) *cobra.Command {
-	var cluster string
+	var cluster, pprofAddr string
 	var opts []string
 	cmd := &cobra.Command{
 		Use:     "mount [--cluster ADDR] MOUNTPOINT",
@@ -81,6 +83,9 @@ func newMountCmd(stderr io.Writer) *cobra.Command {
 					}
 				}
 			}
+			if pprofAddr != "" {
+				go func() { fmt.Fprintln(stderr, "cfs mount: pprof:", http.ListenAndServe(pprofAddr, nil)) }()
+			}
 			err := runMount(strings.Split(cluster, ","), args[0], mo, stderr)
 			if err != nil {
 				return &runtimeError{err}
@@ -90,6 +95,7 @@ func newMountCmd(stderr io.Writer) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&cluster, "cluster", "", "control process Raft address(es), comma-separated (default $CFS_CLUSTER)")
 	cmd.Flags().StringArrayVarP(&opts, "options", "o", nil, "mount options: allow_other, default_permissions (always on), ro")
+	cmd.Flags().StringVar(&pprofAddr, "pprof", "", "serve Go's /debug/pprof on this address (e.g. 127.0.0.1:6060), for profiling the client")
 	return cmd
 }
 

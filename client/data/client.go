@@ -10,8 +10,10 @@
 //     version is committed in metadata (metaclient.CommitStripes); only
 //     then are the replaced version's shards deleted. A crash in between
 //     leaves the old version readable and orphan shards for the scrubber.
-//   - A write needs at least k+1 of the k+m shards durable (all of them
-//     when m is 0); a read needs any k valid shards. A shard that is
+//   - A write needs at least k of the k+m shards durable, so writes go on
+//     while a node is down (two shards of 4+2 on three nodes); such a
+//     stripe is logged as degraded and has less redundancy until repaired
+//     (not built yet). A read needs any k valid shards. A shard that is
 //     missing, fails its CRC32C (computed by the writer, checked by the
 //     reader), has another version or a bad header is treated as missing
 //     and the stripe is reconstructed from the others.
@@ -481,11 +483,7 @@ func (c *Client) writeStripe(ctx context.Context, ino meta.Ino, l meta.Layout, s
 				stale = stale || errors.Is(err, chunkstore.ErrStaleVersion) || errors.Is(err, dataplane.ErrStaleEpoch)
 			}
 		}
-		need := 1
-		if l.M == 0 {
-			need = 0
-		}
-		if failed <= int(l.M)-need && !stale {
+		if failed <= int(l.M) && !stale {
 			if failed > 0 {
 				c.logf("data: inode %v stripe %d written degraded: %v", ino, s, lastErr)
 			}

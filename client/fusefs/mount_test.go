@@ -2,6 +2,7 @@ package fusefs_test
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -43,9 +44,9 @@ func cfs(t *testing.T, args ...string) string {
 	return string(out)
 }
 
-// devCluster starts a 3-node dev cluster (real processes) and returns the
-// control processes' Raft addresses.
-func devCluster(t *testing.T) string {
+// devCluster starts a 3-node dev cluster (real processes) and returns its
+// directory and the control processes' Raft addresses.
+func devCluster(t *testing.T) (string, string) {
 	t.Helper()
 	dir := t.TempDir()
 	t.Cleanup(func() {
@@ -56,11 +57,27 @@ func devCluster(t *testing.T) string {
 	cfs(t, "dev", "up", "--dir", dir, "--nodes", "3", "--shards", "16", "--device-size", "512M", "--wait", "150s")
 	for _, l := range strings.Split(cfs(t, "dev", "env", "--dir", dir), "\n") {
 		if v, ok := strings.CutPrefix(l, "export CFS_CLUSTER="); ok {
-			return v
+			return dir, v
 		}
 	}
 	t.Fatal("cfs dev env printed no CFS_CLUSTER")
-	return ""
+	return "", ""
+}
+
+// dataplanePid is the pid of the first node's dataplane (cfs dev status --json).
+func dataplanePid(t *testing.T, dir string) int {
+	t.Helper()
+	var st struct {
+		Nodes []struct {
+			Dataplane struct {
+				Pid int `json:"pid"`
+			} `json:"dataplane"`
+		} `json:"nodes"`
+	}
+	if err := json.Unmarshal([]byte(cfs(t, "dev", "status", "--json", "--dir", dir)), &st); err != nil || len(st.Nodes) == 0 {
+		t.Fatalf("cfs dev status --json: %v", err)
+	}
+	return st.Nodes[0].Dataplane.Pid
 }
 
 func mounted(path string) bool {
@@ -129,7 +146,7 @@ func TestMount(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a dev cluster")
 	}
-	cluster := devCluster(t)
+	dir, cluster := devCluster(t)
 	a := mount(t, cluster)
 	b := mount(t, cluster)
 
@@ -177,6 +194,50 @@ func TestMount(t *testing.T) {
 		copy(want[5<<20:], "close-to-open")
 		if got, err := os.ReadFile(filepath.Join(a, "shared")); err != nil || !bytes.Equal(got, want) {
 			t.Fatalf("after the other mount's overwrite: %v, bytes equal %v", err, bytes.Equal(got, want))
+		}
+	})
+
+	// A node's dataplane SIGKILLed in the middle of a write: the write goes
+	// on with the other shards, every byte reads back (degraded reads
+	// while it is down), and after the supervisor restarts it.
+	t.Run("dataplane-killed", func(t *testing.T) {
+		r := rand.New(rand.NewPCG(5, 6))
+		want := make([]byte, 40<<20)
+		for i := range want {
+			want[i] = byte(r.Uint32())
+		}
+		f, err := os.Create(filepath.Join(a, "survivor"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		pid := dataplanePid(t, dir)
+		for off := 0; off < len(want); off += 1 << 20 {
+			if off == 16<<20 {
+				if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, err := f.WriteAt(want[off:off+1<<20], int64(off)); err != nil {
+				t.Fatalf("write at %d MiB after the kill: %v", off>>20, err)
+			}
+		}
+		if err := f.Close(); err != nil {
+			t.Fatalf("close: %v", err)
+		}
+		for _, m := range []string{a, b} {
+			if got, err := os.ReadFile(filepath.Join(m, "survivor")); err != nil || !bytes.Equal(got, want) {
+				t.Fatalf("read back through %s: %v, bytes equal %v", m, err, bytes.Equal(got, want))
+			}
+		}
+		deadline := time.Now().Add(30 * time.Second)
+		for p := dataplanePid(t, dir); p == pid || p == 0; p = dataplanePid(t, dir) {
+			if time.Now().After(deadline) {
+				t.Fatal("the dataplane was not restarted within 30 s")
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		if got, err := os.ReadFile(filepath.Join(b, "survivor")); err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("read back after the restart: %v", err)
 		}
 	})
 

@@ -51,7 +51,7 @@ type recentStripe struct {
 
 // recentStripes bounds File.recent: readahead's stripes, the current
 // one, and room for a second reader of the file.
-const recentStripes = 2*readaheadStripes + 2
+const recentStripes = readaheadStripes + 4
 
 // stripe returns stripe s at version v, read-only, from the file's recent
 // stripes, the shared cache or the dataplanes. Called without mu.
@@ -261,9 +261,9 @@ func (f *File) read(ctx context.Context, p []byte, off int64, view bool) ([]byte
 }
 
 // readaheadStripes is how many stripes readahead fetches ahead of a
-// sequential reader (16 MiB at EC 4+2, 1 MiB units): enough to keep every
+// sequential reader (32 MiB at EC 4+2, 1 MiB units): enough to keep every
 // dataplane busy while the reader copies.
-const readaheadStripes = 4
+const readaheadStripes = 8
 
 // readahead fetches the stripes after s into the file's recent stripes in
 // the background, each once, while reads go in order. Called with mu held.

@@ -259,32 +259,54 @@ func (f *FS) doom(ctx context.Context, in *meta.Inode) *doomed {
 // keepIfOpen moves parent/name into OrphanDir when it names a regular
 // file with a single link that this mount has open, so removing or
 // replacing the name does not delete it under its open handles. It
-// reports whether it moved it; when it did not and the name is a file's
-// last link, it returns what to free once the name is gone.
-func (f *FS) keepIfOpen(ctx context.Context, parent meta.Ino, name string) (bool, *doomed, error) {
+// returns the inode it moved (0: none); when it did not move it and the
+// name is a file's last link, it returns what to free once the name is gone.
+func (f *FS) keepIfOpen(ctx context.Context, parent meta.Ino, name string) (kept meta.Ino, d *doomed, err error) {
 	e, err := f.mc.Lookup(ctx, parent, name)
 	if err != nil {
 		if err == syscall.ENOENT {
-			return false, nil, nil
+			return 0, nil, nil
 		}
-		return false, nil, err
+		return 0, nil, err
 	}
 	of := f.opened(e.Ino)
 	if of == nil || e.Attr == nil || e.Attr.Mode&meta.ModeType != meta.ModeRegular || e.Attr.Nlink > 1 {
-		return false, f.doom(ctx, e.Attr), nil
+		return 0, f.doom(ctx, e.Attr), nil
 	}
 	dir, err := f.orphanDir(ctx)
 	if err != nil {
-		return false, nil, err
+		return 0, nil, err
 	}
 	oname := fmt.Sprintf("%s.%d", f.id, uint64(e.Ino))
 	if err := f.mc.Rename(ctx, parent, name, dir, oname, 0); err != nil {
-		return false, nil, err
+		return 0, nil, err
 	}
 	f.mu.Lock()
 	of.orphan = oname
 	f.mu.Unlock()
-	return true, nil, nil
+	return e.Ino, nil, nil
+}
+
+// unkeep moves a file keepIfOpen moved into OrphanDir back to
+// parent/name (the operation it made room for failed).
+func (f *FS) unkeep(ctx context.Context, ino meta.Ino, parent meta.Ino, name string) {
+	of := f.opened(ino)
+	if of == nil {
+		return
+	}
+	f.mu.Lock()
+	oname, dir := of.orphan, f.orphanIno
+	f.mu.Unlock()
+	if oname == "" {
+		return
+	}
+	if err := f.mc.Rename(ctx, dir, oname, parent, name, metaclient.RenameNoReplace); err != nil {
+		f.logf("putting %s back from %s/%s: %v (it stays there until closed)", name, OrphanDir, oname, err)
+		return
+	}
+	f.mu.Lock()
+	of.orphan = ""
+	f.mu.Unlock()
 }
 
 // fillAttr copies an inode into FUSE attributes.

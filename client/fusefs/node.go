@@ -367,7 +367,7 @@ func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
 func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
 	ctx = detach(ctx)
 	kept, d, err := n.fs.keepIfOpen(ctx, n.ino, name)
-	if err != nil || kept {
+	if err != nil || kept != 0 {
 		return n.fs.errno("unlink", err)
 	}
 	if err := n.fs.mc.Unlink(ctx, n.ino, name); err != nil {
@@ -383,16 +383,22 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 	if !ok {
 		return syscall.EXDEV
 	}
-	var d *doomed
+	var (
+		d    *doomed
+		kept meta.Ino
+	)
 	if flags == 0 && !(n.ino == np.ino && name == newName) {
 		// A replaced file this mount has open stays readable; one it
 		// has not is freed.
 		var err error
-		if _, d, err = n.fs.keepIfOpen(ctx, np.ino, newName); err != nil {
+		if kept, d, err = n.fs.keepIfOpen(ctx, np.ino, newName); err != nil {
 			return n.fs.errno("rename", err)
 		}
 	}
 	if err := n.fs.mc.Rename(ctx, n.ino, name, np.ino, newName, flags); err != nil {
+		if kept != 0 {
+			n.fs.unkeep(ctx, kept, np.ino, newName)
+		}
 		return n.fs.errno("rename", err)
 	}
 	n.fs.free(ctx, d)

@@ -23,6 +23,9 @@ tools:
 	@command -v fio >/dev/null || { \
 	  echo "installing fio (benchmark baseline)"; \
 	  (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fio >/dev/null; }
+	@command -v fusermount3 >/dev/null || { \
+	  echo "installing fuse3 (fusermount3: cfs umount, unprivileged mounts)"; \
+	  (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fuse3 >/dev/null; }
 	@command -v promtool >/dev/null || { \
 	  echo "installing prometheus (promtool checks tools/prometheus/alerts.yml)"; \
 	  (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; }
@@ -36,8 +39,8 @@ tools:
 test: tools
 	$(GO) vet $(PKGS)
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
-	$(GO) test -count=1 -race -timeout $(TEST_TIMEOUT) ./nvme/... ./netio/... ./dataplane/...
-	$(GO) test -count=1 -race -short -timeout $(TEST_TIMEOUT) ./controlplane/... ./client/...
+	$(GO) test -count=1 -race -timeout $(TEST_TIMEOUT) ./nvme/... ./netio/... ./dataplane/... ./client/data/...
+	$(GO) test -count=1 -race -short -timeout $(TEST_TIMEOUT) ./controlplane/... ./client/metaclient/...
 	CFS_IOENGINE=pread $(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./nvme/chunkstore/
 
 # fuzz runs each fuzz target for FUZZTIME (the seed corpora already run in `make test`).
@@ -73,6 +76,7 @@ fuzz:
 	$(GO) test -run XXX -fuzz FuzzSplitJoinToken -fuzztime $(FUZZTIME) ./controlplane/node/
 	$(GO) test -run XXX -fuzz FuzzParseCSR -fuzztime $(FUZZTIME) ./controlplane/pki/
 	$(GO) test -run XXX -fuzz FuzzParsePEM -fuzztime $(FUZZTIME) ./controlplane/pki/
+	$(GO) test -run XXX -fuzz FuzzDecodeShard -fuzztime $(FUZZTIME) ./client/data/
 
 # bench: side-by-side figures against fio on the same file (docs/benchmarks.md).
 bench: build tools
@@ -86,7 +90,8 @@ lint:
 
 # demo: a 3-node cluster on loopback with file-backed devices under ./demo
 # (256 metadata shards), a short benchmark of one node's dataplane and of
-# replicated commits, then the cluster's status. It stays up: `make demo-down`.
+# replicated commits, the cluster's status, then the file system mounted at
+# ./mnt (cfs mount). Both stay up: `make demo-down`.
 demo: build tools
 	@mkdir -p $(DEMO_DIR)
 	./$(BIN)/cfs dev up --dir $(DEMO_DIR)/cluster --nodes 3 --shards 256 --device-size 1G
@@ -96,11 +101,19 @@ demo: build tools
 	./$(BIN)/cfs bench run --profile metadata --numjobs 4 --dirs 8 --files 250 \
 	  --target cluster:$$(./$(BIN)/cfs dev status --json --dir $(DEMO_DIR)/cluster | python3 -c 'import json,sys; print(",".join(n["control"]["raft_addr"] for n in json.load(sys.stdin)["nodes"]))')
 	./$(BIN)/cfs dev status --dir $(DEMO_DIR)/cluster
-	@echo "the cluster keeps running; stop it with: make demo-down (or ./$(BIN)/cfs dev down --dir $(DEMO_DIR)/cluster)"
+	@mkdir -p mnt
+	@mountpoint -q mnt || { eval "$$(./$(BIN)/cfs dev env --dir $(DEMO_DIR)/cluster)" && \
+	  nohup ./$(BIN)/cfs mount mnt >$(DEMO_DIR)/mount.log 2>&1 & \
+	  for i in $$(seq 30); do mountpoint -q mnt && break; sleep 1; done; \
+	  mountpoint -q mnt || { echo "cfs mount failed:"; tail -5 $(DEMO_DIR)/mount.log; exit 1; }; }
+	@echo "the file system is mounted at ./mnt (log: $(DEMO_DIR)/mount.log)"
+	@echo "the cluster and the mount keep running; stop both with: make demo-down"
 
 demo-down:
+	-mountpoint -q mnt && ./$(BIN)/cfs umount mnt
 	./$(BIN)/cfs dev down --dir $(DEMO_DIR)/cluster
 
 clean:
+	-mountpoint -q mnt && ./$(BIN)/cfs umount mnt
 	-./$(BIN)/cfs dev down --dir $(DEMO_DIR)/cluster 2>/dev/null
 	rm -rf $(BIN) $(DEMO_DIR)

@@ -365,3 +365,26 @@ func (c *Client) dirShard(parent meta.Ino, name string) uint32 {
 	defer c.mu.RUnlock()
 	return c.ids[h.Sum64()%uint64(len(c.ids))]
 }
+
+// ClusterState reads the cluster group's state (membership, placement map
+// and epoch, dataplane addresses) from the control processes this client
+// knows, the first that answers: the data path places shards with it.
+func (c *Client) ClusterState(ctx context.Context) (*cluster.State, error) {
+	c.mu.RLock()
+	seeds := append([]string(nil), c.seeds...)
+	c.mu.RUnlock()
+	var errs []string
+	for _, a := range seeds {
+		qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		b, err := c.rc.Query(qctx, clusterGroup, []byte{0}, []string{a})
+		cancel()
+		if err == nil {
+			var st *cluster.State
+			if st, err = cluster.UnmarshalState(b); err == nil {
+				return st, nil
+			}
+		}
+		errs = append(errs, fmt.Sprintf("%s: %v", a, err))
+	}
+	return nil, fmt.Errorf("metaclient: no control process gave the cluster state: %s", strings.Join(errs, "; "))
+}

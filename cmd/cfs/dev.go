@@ -547,8 +547,9 @@ func newDevEnvCmd(stdout io.Writer) *cobra.Command {
 		Long: `env prints shell export lines for the dev cluster in --dir: CFS_ENDPOINT (the
 nodes' client API addresses, read by 'cfs admin' and cfsctl), CLAUDEFS_CERT and
 CLAUDEFS_CA (the dev cluster's operator certificate and key, DIR/admin.pem, and
-its CA, DIR/ca.crt, which 'cfs dev up' wrote) and CFS_DATAPLANES (the
-dataplane addresses, for 'cfs bench run --target dataplane:ADDR').`,
+its CA, DIR/ca.crt, which 'cfs dev up' wrote), CFS_DATAPLANES (the
+dataplane addresses, for 'cfs bench run --target dataplane:ADDR') and
+CFS_CLUSTER (the control processes' Raft addresses, read by 'cfs mount').`,
 		Example: `  eval "$(cfs dev env --dir /tmp/cfs-dev)"`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -556,11 +557,12 @@ dataplane addresses, for 'cfs bench run --target dataplane:ADDR').`,
 			if err != nil || len(dc.Nodes) == 0 {
 				return &runtimeError{fmt.Errorf("no dev cluster in %s: start one with `cfs dev up --dir %s`", dir, dir)}
 			}
-			var eps, dps []string
+			var eps, dps, rafts []string
 			for _, n := range dc.Nodes {
 				if c, err := node.LoadConfig(filepath.Join(dir, n)); err == nil {
 					eps = append(eps, c.ClientAddr)
 					dps = append(dps, c.DataplaneAddr)
+					rafts = append(rafts, c.RaftAddr)
 				}
 			}
 			if len(eps) == 0 {
@@ -576,6 +578,7 @@ dataplane addresses, for 'cfs bench run --target dataplane:ADDR').`,
 				fmt.Fprintf(stdout, "export %s=%s\n", kv[0], shellQuote(abs))
 			}
 			fmt.Fprintf(stdout, "export CFS_DATAPLANES=%s\n", strings.Join(dps, ","))
+			fmt.Fprintf(stdout, "export CFS_CLUSTER=%s\n", strings.Join(rafts, ","))
 			return nil
 		},
 	}

@@ -50,7 +50,7 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 	bench := newBenchCmd(stdout, stderr)
 	bench.AddCommand(newBenchKVCmd(stdout, stderr))
 	root.AddCommand(bench, newVersionCmd(stdout))
-	root.AddCommand(newDataplaneCmd(stderr))
+	root.AddCommand(newDataplaneCmd(stderr), newMountCmd(stderr), newUmountCmd(stderr))
 	root.AddCommand(newControlCmd(stderr), newServerCmd(stdout, stderr), newDevCmd(stdout, stderr), newAdminCmd(stdout, stderr))
 	return root
 }

@@ -368,13 +368,16 @@ func TestMetadataCrossShardCrash(t *testing.T) {
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		lines := make(chan string, 1024)
+		// Every line the driver wrote must be read before Wait closes the
+		// pipe: a lost "start" would make a cut-off rename look like a bug.
+		var lines []string
+		read := make(chan struct{})
 		go func() {
+			defer close(read)
 			sc := bufio.NewScanner(stdout)
 			for sc.Scan() {
-				lines <- sc.Text()
+				lines = append(lines, sc.Text())
 			}
-			close(lines)
 		}()
 		runFor := time.Duration(500+rng.IntN(2000)) * time.Millisecond
 		if rng.IntN(2) == 0 {
@@ -390,9 +393,10 @@ func TestMetadataCrossShardCrash(t *testing.T) {
 			time.Sleep(runFor)
 		}
 		_ = cmd.Process.Kill()
+		<-read // EOF: the killed driver's end of the pipe is closed
 		_ = cmd.Wait()
 		acks := 0
-		for l := range lines {
+		for _, l := range lines {
 			var i, to int
 			switch {
 			case sscan(l, "start rename %d %d", &i, &to):

@@ -99,13 +99,34 @@ func Dial(ctx context.Context, addrs []string, opts Options) (*Client, error) {
 // Close closes the client's connections.
 func (c *Client) Close() error { return c.rc.Close() }
 
-// loadMap reads the cluster map from the first of addrs that answers.
+// loadMap reads the cluster map from the first of addrs that answers as a
+// Raft address; when none does, it asks them as client-API addresses for
+// the nodes' Raft addresses (with the operator's credentials:
+// $CLAUDEFS_CERT / $CLAUDEFS_CA, or this node's own) and tries those.
 func (c *Client) loadMap(ctx context.Context, addrs []string) error {
-	return c.loadMapFrom(ctx, addrs, nil)
+	errs, ok := c.mapFromRaft(ctx, addrs)
+	if ok {
+		return nil
+	}
+	if len(errs) == 0 {
+		return errors.New("metaclient: no cluster address given")
+	}
+	raftAddrs, err := raftAddrsFromAPI(ctx, addrs)
+	if err == nil {
+		more, ok := c.mapFromRaft(ctx, raftAddrs)
+		if ok {
+			return nil
+		}
+		errs = append(errs, more...)
+	} else {
+		errs = append(errs, err.Error())
+	}
+	return fmt.Errorf("metaclient: no control process gave the cluster map (give Raft addresses, `cfs dev status --json` lists them): %s", strings.Join(errs, "; "))
 }
 
-func (c *Client) loadMapFrom(ctx context.Context, addrs []string, errs []string) error {
-	tried := len(errs)
+// mapFromRaft sets the shard map from the first of addrs whose cluster
+// group answers; it returns why each one before it did not.
+func (c *Client) mapFromRaft(ctx context.Context, addrs []string) (errs []string, ok bool) {
 	for _, a := range addrs {
 		a = strings.TrimSpace(a)
 		if a == "" {
@@ -139,35 +160,33 @@ func (c *Client) loadMapFrom(ctx context.Context, addrs []string, errs []string)
 			errs = append(errs, fmt.Sprintf("%s: %v", a, err))
 			continue
 		}
-		return nil
+		return errs, true
 	}
-	if len(errs) == 0 {
-		return errors.New("metaclient: no cluster address given")
-	}
-	if tried > 0 {
-		return fmt.Errorf("metaclient: no control process gave the cluster map: %s", strings.Join(errs, "; "))
-	}
-	// None was a Raft address: ask them as client-API addresses for the
-	// nodes' Raft addresses, with the operator's credentials
-	// ($CLAUDEFS_CERT / $CLAUDEFS_CA, or this node's own).
+	return errs, false
+}
+
+// raftAddrsFromAPI asks addrs, as client-API addresses, for the nodes' Raft addresses.
+func raftAddrsFromAPI(ctx context.Context, addrs []string) ([]string, error) {
 	api, err := node.FindCreds("", "", "", "/var/lib/cfs").Client(3 * time.Second)
 	if err != nil {
-		return fmt.Errorf("metaclient: none of %s is a Raft address, and asking them as client-API addresses needs credentials: %v", strings.Join(addrs, ","), err)
+		return nil, fmt.Errorf("asking %s as client-API addresses needs credentials: %v", strings.Join(addrs, ","), err)
 	}
+	var lastErr error
 	for _, a := range addrs {
 		st, err := api.Status(ctx, strings.TrimSpace(a), false)
 		if err != nil {
+			lastErr = err
 			continue
 		}
-		var raftAddrs []string
+		var out []string
 		for _, n := range st.Nodes {
-			raftAddrs = append(raftAddrs, n.RaftAddr)
+			out = append(out, n.RaftAddr)
 		}
-		if len(raftAddrs) > 0 {
-			return c.loadMapFrom(ctx, raftAddrs, errs)
+		if len(out) > 0 {
+			return out, nil
 		}
 	}
-	return fmt.Errorf("metaclient: no control process gave the cluster map (give Raft addresses, `cfs dev status --json` lists them): %s", strings.Join(errs, "; "))
+	return nil, fmt.Errorf("no client API among %s answered: %v", strings.Join(addrs, ","), lastErr)
 }
 
 func (c *Client) setMap(m map[uint32][]string) error {

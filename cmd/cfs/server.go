@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	mrand "math/rand/v2"
 	"net"
 	"os"
 	"os/signal"
@@ -102,15 +103,22 @@ func (f *nodeFlags) nodeConfig() (*node.Config, error) {
 	return c, nil
 }
 
-// freePort asks the kernel for a free TCP port on host that is also free for UDP (gossip
-// uses both).
+// freePort picks a port on host free for both TCP and UDP (gossip uses both), at random
+// below the kernel's ephemeral range. The node binds it only later, when its processes
+// start: a port from the ephemeral range (what listening on port 0 hands out) may by then
+// be the local end of some outgoing connection, and a long-lived one (Raft's, another
+// test cluster's) would keep the node's process failing to bind for good.
 func freePort(host string) (int, error) {
-	for range 20 {
-		l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	lo, hi := 20000, ephemeralLow()
+	if hi-lo < 1000 {
+		lo, hi = 10000, max(hi, 11000)
+	}
+	for range 200 {
+		port := lo + mrand.IntN(hi-lo)
+		l, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
 		if err != nil {
-			return 0, err
+			continue
 		}
-		port := l.Addr().(*net.TCPAddr).Port
 		u, err := net.ListenPacket("udp", net.JoinHostPort(host, strconv.Itoa(port)))
 		l.Close()
 		if err == nil {
@@ -118,7 +126,24 @@ func freePort(host string) (int, error) {
 			return port, nil
 		}
 	}
-	return 0, fmt.Errorf("no port free for both TCP and UDP on %s", host)
+	return 0, fmt.Errorf("no port in %d..%d free for both TCP and UDP on %s", lo, hi-1, host)
+}
+
+// ephemeralLow is the first port of the kernel's ephemeral range (32768 if unknown).
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 32768
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 1 {
+		return 32768
+	}
+	n, err := strconv.Atoi(f[0])
+	if err != nil || n <= 1024 {
+		return 32768
+	}
+	return n
 }
 
 func newServerCmd(stdout, stderr io.Writer) *cobra.Command {

@@ -600,6 +600,27 @@ func (t *tx) entry(dir Ino, name string) (entryVal, bool, error) {
 	return e, true, err
 }
 
+// existingEntry loads p's parent directory and its entry p.Name, which
+// must exist (ENOENT) and, when p.ExpectIno is set, name it (else
+// StatusConflict).
+func (t *tx) existingEntry(p *Part) (Inode, entryVal, error) {
+	parent, err := t.dir(p.Parent)
+	if err != nil {
+		return parent, entryVal{}, err
+	}
+	cur, present, err := t.entry(p.Parent, p.Name)
+	if err != nil {
+		return parent, cur, err
+	}
+	if !present {
+		return parent, cur, t.fail(errno(syscall.ENOENT))
+	}
+	if p.ExpectIno != 0 && cur.ino != p.ExpectIno {
+		return parent, cur, t.fail(StatusConflict)
+	}
+	return parent, cur, nil
+}
+
 func checkName(name string) Status {
 	switch {
 	case name == "":
@@ -651,19 +672,9 @@ func (t *tx) part(p *Part) error {
 		return t.putInode(&parent)
 
 	case PartRemoveEntry:
-		parent, err := t.dir(p.Parent)
+		parent, cur, err := t.existingEntry(p)
 		if err != nil {
 			return err
-		}
-		cur, present, err := t.entry(p.Parent, p.Name)
-		if err != nil {
-			return err
-		}
-		if !present {
-			return t.fail(errno(syscall.ENOENT))
-		}
-		if p.ExpectIno != 0 && cur.ino != p.ExpectIno {
-			return t.fail(StatusConflict)
 		}
 		isDir := IsDir(cur.mode)
 		if p.Flags&FlagMustBeDir != 0 && !isDir {
@@ -695,19 +706,12 @@ func (t *tx) part(p *Part) error {
 		return t.putInode(&parent)
 
 	case PartSetEntry:
-		parent, err := t.dir(p.Parent)
+		parent, cur, err := t.existingEntry(p)
 		if err != nil {
 			return err
 		}
-		cur, present, err := t.entry(p.Parent, p.Name)
-		if err != nil {
-			return err
-		}
-		if !present {
-			return t.fail(errno(syscall.ENOENT))
-		}
-		if cur.ino != p.ExpectIno {
-			return t.fail(StatusConflict)
+		if p.ExpectIno == 0 {
+			return t.fail(StatusConflict) // an exchange must name what it replaces
 		}
 		adjustNlink(&parent, IsDir(cur.mode), IsDir(p.Mode))
 		if err := t.set(entryKey(p.Parent, p.Name), encodeEntry(entryVal{ino: p.Ino, mode: p.Mode & ModeType})); err != nil {

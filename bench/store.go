@@ -14,9 +14,10 @@ func init() {
 }
 
 // storeTarget runs jobs against a chunk store: the working set is --size /
-// --bs chunks (chunk i is the block at offset i × bs), each job runs
-// --iodepth goroutines making synchronous Puts and Gets, so --iodepth
-// requests are in flight per job, as with fio.
+// --bs chunks (chunk i is the block at offset i × bs). Each job keeps
+// --iodepth requests in flight through the store's asynchronous calls
+// (PutAsync, GetAsync), as the dataplane's event loops use the store and as
+// fio keeps its queue full from one thread: see runStoreJob.
 type storeTarget struct {
 	store   *chunkstore.Store
 	path    string
@@ -85,8 +86,148 @@ func (t *storeTarget) Close() error {
 	return t.store.Close()
 }
 
-// RunJob runs the job as --iodepth goroutines making synchronous calls.
-func (t *storeTarget) RunJob(job *Job) error { return runChunkJob(t, job) }
+// RunJob runs the job with --iodepth requests in flight (runStoreJob).
+func (t *storeTarget) RunJob(job *Job) error {
+	err := runStoreJob(t, job)
+	job.EndMeasure()
+	if err == nil && job.ReadBack() {
+		err = readBackChunks(t, job)
+	}
+	return err
+}
+
+// storeSlot is one of a job's --iodepth chains of I/Os: it owns a worker
+// and a buffer, and has at most one request in the store at a time. The
+// completion callback of each request records it and issues the slot's
+// next one, so a slot's state is only ever touched by one callback at a
+// time (the store's inbox orders them) and no goroutine has to be woken to
+// keep the queue full.
+type storeSlot struct {
+	t     *storeTarget
+	w     *Worker
+	buf   []byte
+	io    IO
+	id    chunkstore.ID
+	start int64
+	tries int
+	err   error
+	done  chan<- *storeSlot // receives the slot once its chain has ended
+	onPut func(error)
+	onGet func(int, uint64, error)
+}
+
+// runStoreJob runs job as --iodepth slots and waits for every one to end.
+func runStoreJob(t *storeTarget, job *Job) error {
+	spec := job.Spec
+	done := make(chan *storeSlot, spec.IODepth)
+	started := 0
+	var err error
+	for g := 0; g < spec.IODepth; g++ {
+		w, werr := job.NewWorker()
+		if werr != nil {
+			err = werr
+			break
+		}
+		sl := &storeSlot{t: t, w: w, buf: make([]byte, spec.BlockSize), done: done}
+		fillPattern(sl.buf)
+		sl.onPut = sl.putDone
+		sl.onGet = sl.getDone
+		started++
+		sl.next()
+	}
+	for ; started > 0; started-- {
+		err = errors.Join(err, (<-done).err)
+	}
+	return err
+}
+
+// next issues the slot's next I/O, or ends the chain when the worker has
+// no more. It runs on the caller's goroutine for the first I/O and on a
+// partition's goroutine, from a completion callback, after that.
+func (sl *storeSlot) next() {
+	io, ok := sl.w.NextIO() // never a sync: a store spec has none (its puts are durable)
+	if !ok {
+		sl.done <- sl
+		return
+	}
+	sl.io, sl.tries = io, 0
+	sl.id = chunkstore.ID{Lo: uint64(io.Off / int64(len(sl.buf)))}
+	if io.Kind == IOWrite {
+		sl.w.Stamp(sl.buf, io.Off)
+	}
+	sl.start = Now()
+	sl.issue()
+}
+
+// issue hands the slot's I/O to the store. The store refuses at once only
+// when a partition's inbox is full (it holds far more than any --iodepth)
+// or the store is closing; a goroutine then retries the busy case so a
+// callback never blocks.
+func (sl *storeSlot) issue() {
+	var err error
+	if sl.io.Kind == IOWrite {
+		err = sl.t.store.PutAsync(sl.id, sl.t.version.Add(1), sl.buf, sl.onPut)
+	} else {
+		err = sl.t.store.GetAsync(sl.id, 0, sl.buf, sl.onGet)
+	}
+	switch {
+	case err == nil:
+	case errors.Is(err, chunkstore.ErrBusy) && sl.tries < maxStoreTries:
+		sl.tries++
+		go func() {
+			time.Sleep(time.Millisecond)
+			sl.issue()
+		}()
+	default:
+		sl.fail(err)
+	}
+}
+
+// maxStoreTries bounds the retries of one I/O (ErrBusy, ErrStaleVersion).
+const maxStoreTries = 8
+
+func (sl *storeSlot) fail(err error) {
+	verb := "get"
+	if sl.io.Kind == IOWrite {
+		verb = "put"
+	}
+	sl.err = fmt.Errorf("%s chunk %d: %w", verb, sl.id.Lo, err)
+	sl.done <- sl
+}
+
+// putDone completes a put: retried at a fresh version when a concurrent
+// put of the same chunk committed a higher one first.
+func (sl *storeSlot) putDone(err error) {
+	if errors.Is(err, chunkstore.ErrStaleVersion) && sl.tries < maxStoreTries {
+		sl.tries++
+		sl.issue()
+		return
+	}
+	if err != nil {
+		sl.fail(err)
+		return
+	}
+	d := Now() - sl.start
+	sl.w.Complete(sl.io, d, d)
+	sl.next()
+}
+
+func (sl *storeSlot) getDone(n int, _ uint64, err error) {
+	switch {
+	case err != nil:
+		sl.fail(err)
+		return
+	case n != len(sl.buf):
+		sl.fail(fmt.Errorf("%d bytes, want %d", n, len(sl.buf)))
+		return
+	}
+	d := Now() - sl.start
+	if sl.io.Verify {
+		sl.w.Check(sl.buf, sl.io.Off)
+	}
+	sl.w.Complete(sl.io, d, d)
+	sl.next()
+}
 
 func (t *storeTarget) stat(id chunkstore.ID) (int, bool, error) {
 	info, err := t.store.Stat(id)

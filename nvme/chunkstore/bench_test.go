@@ -80,3 +80,49 @@ func BenchmarkGetRef4K(b *testing.B) {
 		return nil
 	})
 }
+
+// BenchmarkGetAsync4K keeps 32 GetAsync chains in flight: each completion
+// callback issues its chain's next get, as the bench store: target does.
+func BenchmarkGetAsync4K(b *testing.B) {
+	s := benchStore(b)
+	defer s.Close()
+	const depth = 32
+	var issued, failed atomic.Int64
+	ended := make(chan struct{}, depth)
+	cbs := make([]func(int, uint64, error), depth)
+	next := func(i int, buf []byte) {
+		seq := issued.Add(1)
+		if seq > int64(b.N) {
+			ended <- struct{}{}
+			return
+		}
+		for s.GetAsync(ID{Lo: (uint64(seq) * 2654435761) % benchChunks}, 0, buf, cbs[i]) != nil {
+			failed.Add(1)
+			ended <- struct{}{}
+			return
+		}
+	}
+	bufs := make([][]byte, depth)
+	for i := range cbs {
+		bufs[i] = make([]byte, 4096)
+		cbs[i] = func(n int, _ uint64, err error) {
+			if err != nil || n != 4096 {
+				failed.Add(1)
+			}
+			next(i, bufs[i])
+		}
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	start := time.Now()
+	for i := range cbs {
+		next(i, bufs[i])
+	}
+	for range depth {
+		<-ended
+	}
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "IOPS")
+	if failed.Load() > 0 {
+		b.Fatalf("%d gets failed", failed.Load())
+	}
+}

@@ -69,11 +69,12 @@ type request struct {
 	crcBuf  int32 // slab buffer holding checksums, -1 if not needed
 	crcSkip int   // offset of block b0's checksum inside crcBuf
 	slot    int
-	onPut   func(error)          // PutAsync/DeleteAsync: called on the partition goroutine
-	onRef   func(ReadRef, error) // GetRefAsync: called on the partition goroutine
-	ref     bool                 // opGet from GetRef: keep the verified bytes in the slab
-	want    int                  // GetRef: bytes asked for
-	abandon bool                 // opClose: stop without a checkpoint (tests simulate a crash)
+	onPut   func(error)                            // PutAsync/DeleteAsync: called on the partition goroutine
+	onRef   func(ReadRef, error)                   // GetRefAsync: called on the partition goroutine
+	onGet   func(n int, version uint64, err error) // GetAsync: called on the partition goroutine
+	ref     bool                                   // opGet from GetRef: keep the verified bytes in the slab
+	want    int                                    // GetRef: bytes asked for
+	abandon bool                                   // opClose: stop without a checkpoint (tests simulate a crash)
 }
 
 // fifo is an intrusive queue of requests.
@@ -332,6 +333,10 @@ func (p *partition) finish(r *request, err error) {
 		f := r.onPut
 		putReq(r)
 		f(err)
+	case r.onGet != nil:
+		f, n, v := r.onGet, r.n, r.info.Version
+		putReq(r)
+		f(n, v, err)
 	case r.onRef != nil:
 		f := r.onRef
 		if err != nil {

@@ -482,6 +482,27 @@ func (s *Store) Get(id ID, off int64, buf []byte) (n int, version uint64, err er
 	return n, version, err
 }
 
+// GetAsync is Get that does not wait: the bytes are copied into buf, then
+// done runs on the partition's goroutine with the result; it must not block
+// (hand the result to the caller's goroutine). buf belongs to the store
+// until done runs. It fails at once, without calling done, with ErrBusy when
+// the partition's inbox is full or ErrClosed.
+func (s *Store) GetAsync(id ID, off int64, buf []byte, done func(n int, version uint64, err error)) error {
+	if err := checkRange(id, off, len(buf)); err != nil {
+		return err
+	}
+	if len(buf) > MaxChunkSize {
+		buf = buf[:MaxChunkSize]
+	}
+	r := getReq(opGet, id)
+	r.data, r.off, r.onGet = buf, off, done
+	if err := s.part(id).send(r, false); err != nil {
+		putReq(r)
+		return err
+	}
+	return nil
+}
+
 // Delete removes chunk id durably. version must be at least the stored one.
 func (s *Store) Delete(id ID, version uint64) error {
 	r := getReq(opDelete, id)

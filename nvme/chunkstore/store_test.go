@@ -502,7 +502,7 @@ func TestLargeChunksConcurrently(t *testing.T) {
 	}
 }
 
-// TestAsync: PutAsync and GetRefAsync answer through callbacks on the
+// TestAsync: PutAsync, GetRefAsync and GetAsync answer through callbacks on the
 // partition goroutine; Release from inside a callback works.
 func TestAsync(t *testing.T) {
 	s := openTest(t, filepath.Join(t.TempDir(), "dev"), testOpts(32<<20))
@@ -548,6 +548,33 @@ func TestAsync(t *testing.T) {
 	if bad.Load() != 0 {
 		t.Fatalf("%d async reads returned wrong bytes", bad.Load())
 	}
+	// GetAsync copies into the caller's buffer, from any offset; a missing
+	// chunk is an error through the callback.
+	for i := 0; i < n; i++ {
+		id := ID{Lo: uint64(i)}
+		off := i % len(datas[i])
+		want := datas[i][off:]
+		buf := make([]byte, len(want)+10)
+		wg.Add(1)
+		retryBusy(t, func() error {
+			return s.GetAsync(id, int64(off), buf, func(got int, version uint64, err error) {
+				defer wg.Done()
+				if err != nil || got != len(want) || !bytes.Equal(buf[:got], want) || version != 2 {
+					t.Errorf("GetAsync %v at %d: %d bytes, version %d, %v", id, off, got, version, err)
+				}
+			})
+		})
+	}
+	wg.Add(1)
+	retryBusy(t, func() error {
+		return s.GetAsync(ID{Lo: n + 1}, 0, make([]byte, 10), func(_ int, _ uint64, err error) {
+			defer wg.Done()
+			if !errors.Is(err, ErrNotFound) {
+				t.Errorf("GetAsync of a missing chunk: %v, want ErrNotFound", err)
+			}
+		})
+	})
+	wg.Wait()
 	// The slab must be whole again: a full-size read still goes through.
 	ref, err := s.GetRef(ID{Lo: n - 1}, 0, 1<<20)
 	if err != nil {

@@ -106,7 +106,7 @@ func TestDeviceTargetErrors(t *testing.T) {
 		{[]string{"--target=device:" + dir + "/x", "--rw=randrw", "--bs=1m", "--iodepth=1024", "--size=64m"}, "limited to"},
 		{[]string{"--target=nosuch:x"}, `target "nosuch" is not supported yet`},
 		{[]string{"--target=dataplane:x"}, `"x" is not HOST:PORT`},
-		{[]string{"--target=cluster:x"}, "not supported yet"},
+		{[]string{"--target=cluster:x"}, "needs --size"},
 		{[]string{"--target=dir:" + dir}, "needs --size"},
 	} {
 		spec, err := ParseArgs(append(c.args, "--progress=false"))

@@ -104,7 +104,7 @@ func WriteProfiles(w io.Writer) error {
 		case p.Targets != "":
 			fmt.Fprintf(&b, "%-13s targets: %s; create, stat, readdir, unlink: ops/s and latency per phase\n", "", p.Targets)
 		default:
-			fmt.Fprintf(&b, "%-13s targets: device:, store:, dataplane:\n", "")
+			fmt.Fprintf(&b, "%-13s targets: device:, store:, dataplane:, dir:, cluster:\n", "")
 		}
 	}
 	b.WriteString("\nRun one with: cfs bench run --profile NAME --target KIND:ARG [fio flags to override, e.g. --runtime=10 --size=4G]\n")

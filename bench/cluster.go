@@ -232,21 +232,13 @@ func clusterWorker(f *data.File, w *Worker, spec *Spec) error {
 
 // clusterReadBack reads what the job wrote and checks it (verify=crc32c).
 func clusterReadBack(f *data.File, job *Job, w *Worker, buf []byte) error {
-	var err error
-	job.WrittenRuns(len(buf), func(off int64, n int) bool {
+	return readBackRuns(job, w, buf, func(b []byte, off int64) error {
 		ctx, cancel := context.WithTimeout(context.Background(), clusterOpTimeout)
 		defer cancel()
-		var got int
-		got, err = f.ReadAt(ctx, buf[:n], off)
-		if err == nil && got != n {
-			err = fmt.Errorf("short read: %d of %d bytes", got, n)
+		n, err := f.ReadAt(ctx, b, off)
+		if err == nil && n != len(b) {
+			err = fmt.Errorf("short read: %d of %d bytes", n, len(b))
 		}
-		if err != nil {
-			err = fmt.Errorf("verify: reading back %d bytes at offset %d: %w", n, off, err)
-			return false
-		}
-		w.Check(buf[:n], off)
-		return true
+		return err
 	})
-	return err
 }

@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"runtime"
 	"syscall"
@@ -127,25 +126,8 @@ func (t *deviceTarget) RunJob(job *Job) error {
 // readBack reads what the job wrote, through the kernel (pread on the
 // O_DIRECT descriptor) into buf, and checks it (verify=crc32c).
 func (t *deviceTarget) readBack(job *Job, w *Worker, buf []byte) error {
-	var err error
-	job.WrittenRuns(len(buf), func(off int64, n int) bool {
-		var got int
-		for got < n && err == nil {
-			var m int
-			m, err = syscall.Pread(t.dev.Fd(), buf[got:n], off+int64(got))
-			if err == nil && m == 0 {
-				err = io.ErrUnexpectedEOF
-			}
-			got += m
-		}
-		if err != nil {
-			err = fmt.Errorf("verify: reading back %d bytes at offset %d: %w", n, off, err)
-			return false
-		}
-		w.Check(buf[:n], off)
-		return true
-	})
-	return err
+	fd := t.dev.Fd()
+	return readBackRuns(job, w, buf, func(b []byte, off int64) error { return preadFull(fd, b, off) })
 }
 
 // deviceJob is one job's engine, buffers and loop.

@@ -258,14 +258,5 @@ func pwriteFull(fd int, b []byte, off int64) error {
 
 // dirReadBack reads what the job wrote and checks it (verify=crc32c).
 func dirReadBack(fd int, job *Job, w *Worker, buf []byte) error {
-	var err error
-	job.WrittenRuns(len(buf), func(off int64, n int) bool {
-		if err = preadFull(fd, buf[:n], off); err != nil {
-			err = fmt.Errorf("verify: reading back %d bytes at offset %d: %w", n, off, err)
-			return false
-		}
-		w.Check(buf[:n], off)
-		return true
-	})
-	return err
+	return readBackRuns(job, w, buf, func(b []byte, off int64) error { return preadFull(fd, b, off) })
 }

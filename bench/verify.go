@@ -213,3 +213,19 @@ func (e *VerifyError) Error() string {
 	}
 	return msg
 }
+
+// readBackRuns reads what job wrote, in runs of at most len(buf), with
+// read (which fills its slice or fails) and checks the bytes against their
+// verify=crc32c stamps.
+func readBackRuns(job *Job, w *Worker, buf []byte, read func(b []byte, off int64) error) error {
+	var err error
+	job.WrittenRuns(len(buf), func(off int64, n int) bool {
+		if err = read(buf[:n], off); err != nil {
+			err = fmt.Errorf("verify: reading back %d bytes at offset %d: %w", n, off, err)
+			return false
+		}
+		w.Check(buf[:n], off)
+		return true
+	})
+	return err
+}

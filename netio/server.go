@@ -496,6 +496,9 @@ func (e *engine) OnTraffic(c gnet.Conn) gnet.Action {
 	st.looking.Store(true)
 	for {
 		st.flush()
+		if st.closed.Load() { // a failed write closed it
+			return gnet.None
+		}
 		if act := e.parse(c, st); act != gnet.None {
 			return act
 		}

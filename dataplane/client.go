@@ -83,11 +83,14 @@ func (c *Client) ReadShard(ctx context.Context, id chunkstore.ID, off int64, buf
 	if len(buf) > chunkstore.MaxChunkSize {
 		buf = buf[:chunkstore.MaxChunkSize]
 	}
-	var req [readReqSize]byte
-	appendReadReq(req[:0], readReq{ID: id, Offset: uint64(off), Length: uint32(len(buf))})
+	// The request comes from the buffer pool too: netio's Call lets its
+	// payload escape, and an array here would be an allocation per read.
+	rq := getBuf(readReqSize)
+	defer putBuf(rq)
+	req := appendReadReq((*rq)[:0], readReq{ID: id, Offset: uint64(off), Length: uint32(len(buf))})
 	rb := getBuf(readHdrSize + len(buf))
 	defer putBuf(rb)
-	resp, err := c.call(ctx, OpReadShard, req[:], (*rb)[:0], true)
+	resp, err := c.call(ctx, OpReadShard, req, (*rb)[:0], true)
 	if err != nil {
 		return 0, 0, err
 	}

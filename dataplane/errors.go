@@ -84,6 +84,9 @@ func codeOf(err error) uint16 {
 // fromRemote turns a netio error reply with a dataplane code into *Error;
 // other errors pass through.
 func fromRemote(err error) error {
+	if err == nil {
+		return nil // before errors.As, whose target would cost an allocation
+	}
 	var re *netio.RemoteError
 	if errors.As(err, &re) && re.Code >= netio.CodeFirstUser {
 		return &Error{Code: re.Code, Message: re.Message}

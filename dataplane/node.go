@@ -121,8 +121,13 @@ func StartNode(cfg dpconfig.Config, logf func(string, ...any)) (*Node, error) {
 		loops = runtime.NumCPU()
 	}
 	n.srv, err = NewServer(n.store, Config{
-		Net: netio.ServerOptions{Addr: cfg.Listen, EventLoops: loops, DisableNoDelay: !cfg.TCPNoDelay,
-			SocketSendBuffer: cfg.TCPSndBuf, SocketRecvBuffer: cfg.TCPRcvBuf},
+		// An event loop is locked to its thread only to be pinned to a
+		// CPU: locked, each idle turn of a gnet loop costs two thread
+		// hand-offs (netio.ServerOptions.NoLockOSThread), which on a
+		// small machine sharing its cores with clients was 30% of the
+		// CPU a 4 KiB read costs the dataplane.
+		Net: netio.ServerOptions{Addr: cfg.Listen, EventLoops: loops, NoLockOSThread: len(cpus) == 0,
+			DisableNoDelay: !cfg.TCPNoDelay, SocketSendBuffer: cfg.TCPSndBuf, SocketRecvBuffer: cfg.TCPRcvBuf},
 		Workers:      cfg.Workers,
 		QueueDepth:   cfg.WorkerQueue,
 		OnConnThread: n.place.connThread,

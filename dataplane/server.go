@@ -223,14 +223,15 @@ func (s *Server) handle(req *netio.Request) {
 }
 
 // admit checks a write's or delete's epoch and, when it is current, holds
-// the fence shared until release is called.
-func (s *Server) admit(what string, id chunkstore.ID, epoch uint64) (release func(), err error) {
+// the fence shared: the caller releases it (s.fence.RUnlock) when the
+// store call has returned.
+func (s *Server) admit(what string, id chunkstore.ID, epoch uint64) error {
 	s.fence.RLock()
 	if cur := s.epoch.Load(); epoch < cur {
 		s.fence.RUnlock()
-		return nil, fmt.Errorf("%w: %s of shard %v carries placement epoch %d, older than the dataplane's epoch %d", ErrStaleEpoch, what, id, epoch, cur)
+		return fmt.Errorf("%w: %s of shard %v carries placement epoch %d, older than the dataplane's epoch %d", ErrStaleEpoch, what, id, epoch, cur)
 	}
-	return s.fence.RUnlock, nil
+	return nil
 }
 
 func (s *Server) write(req *netio.Request) error {
@@ -238,16 +239,53 @@ func (s *Server) write(req *netio.Request) error {
 	if err != nil {
 		return err
 	}
-	release, err := s.admit("write", r.ID, r.Epoch)
-	if err != nil {
+	if err := s.admit("write", r.ID, r.Epoch); err != nil {
 		return err
 	}
 	err = s.store.Put(r.ID, r.Version, r.Data)
-	release()
+	s.fence.RUnlock()
 	if err != nil {
 		return s.storeErr("write", r.ID, r.Version, err)
 	}
 	return req.Reply(nil, nil)
+}
+
+// asyncOp carries one request through a partition's asynchronous call.
+// Its callbacks are method values bound once, when the op is made, so a
+// request allocates nothing on its way (the ops are pooled).
+type asyncOp struct {
+	s       *Server
+	req     *netio.Request
+	id      chunkstore.ID
+	version uint64
+	ref     chunkstore.ReadRef
+	parts   [][]byte
+
+	onPut     func(error)
+	onRef     func(chunkstore.ReadRef, error)
+	onWritten func(error)
+}
+
+var opPool sync.Pool
+
+func init() {
+	opPool.New = func() any {
+		op := &asyncOp{}
+		op.onPut, op.onRef, op.onWritten = op.putDone, op.refDone, op.replyWritten
+		return op
+	}
+}
+
+func getOp(s *Server, req *netio.Request) *asyncOp {
+	op := opPool.Get().(*asyncOp)
+	op.s, op.req = s, req
+	return op
+}
+
+func (op *asyncOp) free() {
+	clear(op.parts)
+	op.s, op.req, op.ref, op.parts = nil, nil, chunkstore.ReadRef{}, op.parts[:0]
+	opPool.Put(op)
 }
 
 // writeAsync starts a write on its partition; false when the partition's
@@ -258,22 +296,16 @@ func (s *Server) writeAsync(req *netio.Request) bool {
 		_ = req.ReplyError(codeOf(err), err.Error())
 		return true
 	}
-	release, err := s.admit("write", r.ID, r.Epoch)
-	if err != nil {
+	if err := s.admit("write", r.ID, r.Epoch); err != nil {
 		_ = req.ReplyError(codeOf(err), err.Error())
 		return true
 	}
-	err = s.store.PutAsync(r.ID, r.Version, r.Data, func(err error) {
-		release()
-		if err == nil {
-			_ = req.Reply(nil, nil)
-			return
-		}
-		err = s.storeErr("write", r.ID, r.Version, err)
-		_ = req.ReplyError(codeOf(err), err.Error())
-	})
+	op := getOp(s, req)
+	op.id, op.version = r.ID, r.Version
+	err = s.store.PutAsync(r.ID, r.Version, r.Data, op.onPut)
 	if err != nil {
-		release()
+		s.fence.RUnlock()
+		op.free()
 		if errors.Is(err, chunkstore.ErrBusy) {
 			return false
 		}
@@ -283,33 +315,35 @@ func (s *Server) writeAsync(req *netio.Request) bool {
 	return true
 }
 
-// readAsync starts a read on its partition and replies from its callback
-// with the verified bytes; false when the partition's inbox is full.
+// putDone answers a write once the partition has made it durable (or
+// failed it). It runs on the partition's goroutine.
+func (op *asyncOp) putDone(err error) {
+	s, req, id, version := op.s, op.req, op.id, op.version
+	s.fence.RUnlock()
+	op.free()
+	if err == nil {
+		_ = req.Reply(nil, nil)
+		return
+	}
+	err = s.storeErr("write", id, version, err)
+	_ = req.ReplyError(codeOf(err), err.Error())
+}
+
+// readAsync starts a read on its partition, which verifies the bytes in
+// its registered read buffers; the reply is written from those buffers
+// (refDone), with no copy in between. false when the partition's inbox is
+// full.
 func (s *Server) readAsync(req *netio.Request) bool {
 	r, err := decodeReadReq(req.Payload)
 	if err != nil {
 		_ = req.ReplyError(codeOf(err), err.Error())
 		return true
 	}
-	err = s.store.GetRefAsync(r.ID, int64(r.Offset), int(r.Length), func(ref chunkstore.ReadRef, err error) {
-		if err != nil {
-			err = s.storeErr("read", r.ID, 0, err)
-			_ = req.ReplyError(codeOf(err), err.Error())
-			return
-		}
-		// One copy into the reply buffer; sending the store's buffers
-		// themselves (writev) needs a multi-slice netio reply.
-		buf := getBuf(readHdrSize + ref.Len())
-		b := (*buf)[:readHdrSize]
-		le.PutUint64(b, ref.Version())
-		var parts [4][]byte
-		for _, p := range ref.Buffers(parts[:0]) {
-			b = append(b, p...)
-		}
-		ref.Release()
-		_ = req.Reply(b, func(error) { putBuf(buf) })
-	})
+	op := getOp(s, req)
+	op.id = r.ID
+	err = s.store.GetRefAsync(r.ID, int64(r.Offset), int(r.Length), op.onRef)
 	if err != nil {
+		op.free()
 		if errors.Is(err, chunkstore.ErrBusy) {
 			return false
 		}
@@ -319,17 +353,46 @@ func (s *Server) readAsync(req *netio.Request) bool {
 	return true
 }
 
+// refDone replies to a read with the version (in the request's scratch)
+// and the verified bytes where they lie; the buffers go back to the store
+// once netio has written them (replyWritten). It runs on the partition's
+// goroutine.
+func (op *asyncOp) refDone(ref chunkstore.ReadRef, err error) {
+	req := op.req
+	if err != nil {
+		s, id := op.s, op.id
+		op.free()
+		err = s.storeErr("read", id, 0, err)
+		_ = req.ReplyError(codeOf(err), err.Error())
+		return
+	}
+	op.ref = ref
+	le.PutUint64(req.Scratch[:readHdrSize], ref.Version())
+	op.parts = ref.Buffers(append(op.parts[:0], req.Scratch[:readHdrSize]))
+	if err := req.ReplyParts(op.onWritten, op.parts...); err != nil {
+		// Only a read of more parts than netio takes gets here: a bug.
+		msg := fmt.Sprintf("read of shard %v: %v", op.id, err)
+		op.replyWritten(err)
+		_ = req.ReplyError(CodeStoreError, msg)
+	}
+}
+
+// replyWritten releases a read's buffers once its reply is written.
+func (op *asyncOp) replyWritten(error) {
+	op.ref.Release()
+	op.free()
+}
+
 func (s *Server) delete(req *netio.Request) error {
 	r, err := decodeDeleteReq(req.Payload)
 	if err != nil {
 		return err
 	}
-	release, err := s.admit("delete", r.ID, r.Epoch)
-	if err != nil {
+	if err := s.admit("delete", r.ID, r.Epoch); err != nil {
 		return err
 	}
 	err = s.store.Delete(r.ID, r.Version)
-	release()
+	s.fence.RUnlock()
 	if err != nil {
 		return s.storeErr("delete", r.ID, r.Version, err)
 	}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -268,7 +269,8 @@ func (c *Client) conn(ctx context.Context, addr string) (*cconn, error) {
 		nc:    nc,
 		calls: make(map[uint64]*call, c.opts.MaxInFlightPerConn),
 		slots: make(chan struct{}, c.opts.MaxInFlightPerConn),
-		wbuf:  make([]byte, 0, HeaderSize+smallWrite),
+		wq:    make([]byte, 0, 64<<10),
+		spare: make([]byte, 0, 64<<10),
 	}
 	cc.fr = NewFrameReader(bufio.NewReaderSize(nc, c.opts.ReadBufferSize), c.opts.MaxPayload, &c.Counters)
 	s.cc.Store(cc)
@@ -308,10 +310,20 @@ type cconn struct {
 	slots  chan struct{}
 	broken atomic.Bool
 
-	wmu  sync.Mutex
-	wbuf []byte
-	iov  net.Buffers
-	iova [2][]byte
+	// Small frames are combined: a caller appends its frame to wq and, if
+	// no one is writing, becomes the writer and sends everything queued,
+	// over and over until wq is empty, so frames queued meanwhile by other
+	// callers go out in one write. wmu guards wq, spare and writing.
+	wmu     sync.Mutex
+	wq      []byte
+	spare   []byte
+	writing bool
+	// sockmu is held by whoever writes to the socket, so frames never
+	// interleave.
+	sockmu sync.Mutex
+	hbuf   [HeaderSize]byte
+	iov    net.Buffers
+	iova   [2][]byte
 
 	mu     sync.Mutex
 	calls  map[uint64]*call
@@ -352,20 +364,60 @@ func (cc *cconn) take(id uint64) *call {
 	return cl
 }
 
+// maxSpare bounds the combined-write buffer kept for reuse. The queue is
+// bounded anyway: at most MaxInFlightPerConn frames of at most smallWrite.
+const maxSpare = 4 << 20
+
+// write sends one request frame. A small one is copied into the queue of
+// combined writes: if another caller is writing, it will send it, and
+// write returns at once; otherwise this caller writes the queue, and goes
+// on while others fill it. A write error fails the connection (the caller
+// that got it calls fail), which completes every call waiting on it, those
+// whose frames were queued included. payload is never retained.
 func (cc *cconn) write(op Opcode, id uint64, payload []byte) error {
-	cc.wmu.Lock()
-	defer cc.wmu.Unlock()
-	if len(payload) <= smallWrite {
-		b := PutHeader(cc.wbuf[:HeaderSize], op, 0, id, payload)
-		b = append(b, payload...)
-		_, err := cc.nc.Write(b)
+	if len(payload) > smallWrite {
+		cc.sockmu.Lock()
+		defer cc.sockmu.Unlock()
+		cc.iova[0] = PutHeader(cc.hbuf[:], op, 0, id, payload)
+		cc.iova[1] = payload
+		cc.iov = cc.iova[:]
+		_, err := cc.iov.WriteTo(cc.nc)
+		cc.iova[1] = nil
 		return err
 	}
-	cc.iova[0] = PutHeader(cc.wbuf[:HeaderSize], op, 0, id, payload)
-	cc.iova[1] = payload
-	cc.iov = cc.iova[:]
-	_, err := cc.iov.WriteTo(cc.nc)
-	cc.iova[1] = nil
+	cc.wmu.Lock()
+	n := len(cc.wq)
+	cc.wq = append(cc.wq, cc.hbuf[:]...) // room for the header
+	PutHeader(cc.wq[n:], op, 0, id, payload)
+	cc.wq = append(cc.wq, payload...)
+	if cc.writing {
+		cc.wmu.Unlock()
+		return nil
+	}
+	cc.writing = true
+	// Let the goroutines that are ready to run (callers the reader has
+	// just answered, typically, about to send their next request) queue
+	// their frames first, so they go out in this write: one syscall, and
+	// one pass of the loopback or NIC path, for the lot. When nothing else
+	// is runnable this returns at once.
+	cc.wmu.Unlock()
+	runtime.Gosched()
+	cc.wmu.Lock()
+	var err error
+	for len(cc.wq) > 0 && err == nil {
+		buf := cc.wq
+		cc.wq = cc.spare[:0]
+		cc.wmu.Unlock()
+		cc.sockmu.Lock()
+		_, err = cc.nc.Write(buf)
+		cc.sockmu.Unlock()
+		cc.wmu.Lock()
+		if cap(buf) <= maxSpare {
+			cc.spare = buf[:0]
+		}
+	}
+	cc.writing = false
+	cc.wmu.Unlock()
 	return err
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"log"
 	"net"
 	"runtime"
@@ -22,7 +23,11 @@ type ServerOptions struct {
 	Addr string
 	// EventLoops is the number of gnet event loops, one per dataplane core
 	// (default runtime.NumCPU()). Each is locked to its OS thread unless
-	// NoLockOSThread.
+	// NoLockOSThread. Locking is what lets a loop be pinned to a CPU, but
+	// it has a price with gnet v2.9.7: its poller calls runtime.Gosched
+	// each time a poll finds nothing, which on a locked thread hands the
+	// P to another thread and back (two futex wakeups and two context
+	// switches per idle turn of the loop). Lock only loops you pin.
 	EventLoops     int
 	NoLockOSThread bool
 	// MaxPayload bounds a request's payload (default DefaultMaxPayload,
@@ -67,65 +72,106 @@ type Request struct {
 	Opcode  Opcode
 	ID      uint64
 	Payload []byte
+	// Scratch is room for a small part of the reply (a version, a length)
+	// that must stay valid until the reply is written: pass a slice of it
+	// to ReplyParts. netio does not touch it.
+	Scratch [16]byte
 
 	srv     *Server
 	st      *connState
+	next    *Request // in st.replies
 	hdr     [HeaderSize]byte
-	iov     [2][]byte
+	iov     [][]byte // header, then the payload's parts; capacity kept across reuse
 	buf     []byte
 	ebuf    []byte
 	done    func(error)
-	cb      gnet.AsyncCallback
 	replied atomic.Bool
 }
+
+// MaxReplyParts bounds the slices of one ReplyParts (a 4 MiB chunk read
+// from 64 KiB buffers, and a header, take 65).
+const MaxReplyParts = 128
 
 // ErrAlreadyReplied is returned by a second reply to one request.
 var ErrAlreadyReplied = errors.New("netio: request already replied to")
 
+// ErrTooManyParts is returned by ReplyParts given more than MaxReplyParts slices.
+var ErrTooManyParts = errors.New("netio: reply of more than MaxReplyParts slices")
+
 // Reply sends payload as the response, written with writev straight from
 // the caller's buffer (netio does not copy it). done, if not nil, is called
-// exactly once — on an event loop goroutine, so it must not block — when
-// the payload has been written to the socket or to gnet's outbound buffer,
-// or the connection has failed; only then may payload be reused. After
+// exactly once — on an event loop goroutine (or, when the connection has
+// failed, on the goroutine replying), so it must not block — when the
+// payload has been written to the socket or to gnet's outbound buffer, or
+// the connection has failed; only then may payload be reused. After
 // Reply the handler must not touch req. An error is returned (and done is
 // not called) only on a second reply.
+//
+// Replies are queued to the connection's event loop, which writes all the
+// replies ready at once with one writev: a reply costs no syscall of its
+// own, and at most one wakeup of the loop per batch.
 func (r *Request) Reply(payload []byte, done func(err error)) error {
-	return r.reply(0, payload, done)
+	if !r.replied.CompareAndSwap(false, true) {
+		return ErrAlreadyReplied
+	}
+	r.iov = append(r.iov[:0], nil, payload)
+	return r.send(0, done)
+}
+
+// ReplyParts is Reply with a payload made of the concatenation of parts
+// (at most MaxReplyParts of them), each written from where it lies: a
+// header of the handler's and bytes still in a storage buffer, say. The
+// CRC32C covers the whole. done is called as for Reply; until then no part
+// may be reused.
+func (r *Request) ReplyParts(done func(err error), parts ...[]byte) error {
+	if len(parts) > MaxReplyParts {
+		return ErrTooManyParts
+	}
+	if !r.replied.CompareAndSwap(false, true) {
+		return ErrAlreadyReplied
+	}
+	r.iov = append(append(r.iov[:0], nil), parts...)
+	return r.send(0, done)
 }
 
 // ReplyError answers with an error reply carrying code and msg, which the
 // client returns as a *RemoteError.
 func (r *Request) ReplyError(code uint16, msg string) error {
-	r.ebuf = AppendErrorPayload(r.ebuf[:0], code, msg)
-	return r.reply(FlagError, r.ebuf, nil)
-}
-
-func (r *Request) reply(flags Flags, payload []byte, done func(error)) error {
 	if !r.replied.CompareAndSwap(false, true) {
 		return ErrAlreadyReplied
 	}
-	if len(payload) > HardMaxPayload {
+	r.ebuf = AppendErrorPayload(r.ebuf[:0], code, msg)
+	r.iov = append(r.iov[:0], nil, r.ebuf)
+	return r.send(FlagError, nil)
+}
+
+// send queues r.iov[1:] as the payload of the reply; the caller has won
+// r.replied.
+func (r *Request) send(flags Flags, done func(error)) error {
+	var size int
+	var crc uint32
+	for _, p := range r.iov[1:] {
+		size += len(p)
+		crc = crc32.Update(crc, castagnoli, p)
+	}
+	if size > HardMaxPayload {
+		clear(r.iov)
 		r.ebuf = AppendErrorPayload(r.ebuf[:0], CodeTooLarge, "reply payload too large")
 		if done != nil {
 			done(ErrPayloadTooBig)
 		}
-		payload, flags, done = r.ebuf, FlagError, nil
+		r.iov, flags, done = append(r.iov[:0], nil, r.ebuf), FlagError, nil
+		size, crc = len(r.ebuf), Checksum(r.ebuf)
 	}
 	r.done = done
-	PutHeader(r.hdr[:], r.Opcode, FlagResponse|flags, r.ID, payload)
-	r.iov[0], r.iov[1] = r.hdr[:], payload
+	EncodeHeader(r.hdr[:], Header{Opcode: r.Opcode, Flags: FlagResponse | flags, ID: r.ID,
+		PayloadLen: uint32(size), PayloadCRC: crc})
+	r.iov[0] = r.hdr[:]
 	if r.srv.stopped.Load() {
 		r.complete(ErrServerClosed)
 		return nil
 	}
-	if err := r.st.conn.AsyncWritev(r.iov[:], r.cb); err != nil {
-		r.complete(err)
-	}
-	return nil
-}
-
-func (r *Request) written(_ gnet.Conn, err error) error {
-	r.complete(err)
+	r.st.push(r)
 	return nil
 }
 
@@ -134,24 +180,130 @@ func (r *Request) complete(err error) {
 		r.done(err)
 	}
 	st, s := r.st, r.srv
-	r.iov[0], r.iov[1] = nil, nil
-	r.done, r.st, r.Payload = nil, nil, nil
+	clear(r.iov)
+	r.iov = r.iov[:0]
+	r.done, r.st, r.Payload, r.next = nil, nil, nil, nil
 	s.reqPool.Put(r)
 	s.inflight.Add(-1)
-	if st.inflight.Add(-1) < int64(s.opts.MaxInFlightPerConn) && st.paused.CompareAndSwap(true, false) {
-		_ = st.conn.Wake(nil) // resume parsing what was buffered meanwhile
-	}
+	st.inflight.Add(-1)
 }
 
 type connState struct {
 	id       uint64
 	conn     gnet.Conn
 	inflight atomic.Int64
-	paused   atomic.Bool
+	// replies is the stack of replies waiting for the event loop, pushed
+	// from any goroutine, taken whole by the loop (flush).
+	replies atomic.Pointer[Request]
+	// looking is true while the event loop is sure to look at replies
+	// again (it is in OnTraffic, or a Wake is on its way): a reply pushed
+	// then needs no Wake of its own.
+	looking atomic.Bool
+	closed  atomic.Bool
 	// scratch for replies written synchronously on the event loop
 	hdr  [HeaderSize]byte
 	iov  [2][]byte
 	ebuf []byte
+	// flush's batch, owned by the event loop
+	wiov  [][]byte
+	batch []*Request
+}
+
+// maxFlushIov bounds the slices of one writev of a flush (the kernel's
+// IOV_MAX is 1024).
+const maxFlushIov = 512
+
+// maxFlushBytes bounds the bytes of one writev of a flush, so a run of big
+// replies does not hold many megabytes in one call.
+const maxFlushBytes = 4 << 20
+
+// push queues a reply for the event loop and wakes it unless it is sure to
+// look anyway. A reply pushed to a closed connection completes here with
+// net.ErrClosed.
+func (st *connState) push(r *Request) {
+	for {
+		old := st.replies.Load()
+		r.next = old
+		if st.replies.CompareAndSwap(old, r) {
+			break
+		}
+	}
+	if !st.looking.Swap(true) {
+		if err := st.conn.Wake(nil); err != nil {
+			st.looking.Store(false)
+			st.failReplies(err)
+			return
+		}
+	}
+	if st.closed.Load() {
+		st.failReplies(net.ErrClosed)
+	}
+}
+
+// failReplies completes every queued reply with err (the connection is
+// gone).
+func (st *connState) failReplies(err error) {
+	for r := st.replies.Swap(nil); r != nil; {
+		next := r.next
+		r.complete(err)
+		r = next
+	}
+}
+
+// flush writes every queued reply, a batch of them per writev, and
+// completes them. It runs on the event loop and reports whether it found
+// any.
+func (st *connState) flush() bool {
+	head := st.replies.Swap(nil)
+	if head == nil {
+		return false
+	}
+	// The stack holds the newest first: reverse it so replies go out in
+	// the order they were made.
+	var fifo *Request
+	for head != nil {
+		next := head.next
+		head.next = fifo
+		fifo, head = head, next
+	}
+	bytes := 0
+	for r := fifo; r != nil; {
+		next := r.next
+		if len(st.wiov)+len(r.iov) > maxFlushIov || bytes > maxFlushBytes {
+			st.writeBatch()
+			bytes = 0
+		}
+		for _, p := range r.iov {
+			bytes += len(p)
+		}
+		st.wiov = append(st.wiov, r.iov...)
+		st.batch = append(st.batch, r)
+		r = next
+	}
+	st.writeBatch()
+	return true
+}
+
+// writeBatch writes the gathered replies with one writev (gnet keeps what
+// the socket does not take at once in its outbound buffer, copied) and
+// completes them.
+func (st *connState) writeBatch() {
+	if len(st.batch) == 0 {
+		return
+	}
+	var err error
+	if st.closed.Load() {
+		err = net.ErrClosed
+	} else {
+		_, err = st.conn.Writev(st.wiov)
+	}
+	clear(st.wiov)
+	st.wiov = st.wiov[:0]
+	for i, r := range st.batch {
+		st.batch[i] = nil
+		r.complete(err)
+	}
+	st.batch = st.batch[:0]
 }
 
 // Server serves the framed protocol on gnet event loops.
@@ -196,11 +348,7 @@ func NewServer(opts ServerOptions, h Handler) *Server {
 		opts.ReadBufferCap = 1 << 20
 	}
 	s := &Server{opts: opts, handler: h, booted: make(chan struct{}), runDone: make(chan struct{})}
-	s.reqPool.New = func() any {
-		r := &Request{srv: s}
-		r.cb = r.written
-		return r
-	}
+	s.reqPool.New = func() any { return &Request{srv: s} }
 	return s
 }
 
@@ -327,26 +475,57 @@ func (e *engine) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	return nil, gnet.None
 }
 
+// OnClose fails the replies still queued for the connection; replies made
+// later fail as they are pushed (connState.push).
+func (e *engine) OnClose(c gnet.Conn, _ error) gnet.Action {
+	if st, ok := c.Context().(*connState); ok {
+		st.closed.Store(true)
+		st.failReplies(net.ErrClosed)
+	}
+	return gnet.None
+}
+
+// OnTraffic writes the replies that are ready, then parses and dispatches
+// the frames buffered, until neither is left. It runs for bytes read and
+// for Wakes (a reply queued from another goroutine).
 func (e *engine) OnTraffic(c gnet.Conn) gnet.Action {
-	s := e.s
 	st, ok := c.Context().(*connState)
 	if !ok {
 		return gnet.Close
 	}
+	st.looking.Store(true)
+	for {
+		st.flush()
+		if st.closed.Load() { // a failed write closed it
+			return gnet.None
+		}
+		if act := e.parse(c, st); act != gnet.None {
+			return act
+		}
+		st.looking.Store(false)
+		// A reply queued before the store above sent no Wake: write it now
+		// (and parse on, since it may have reopened the window).
+		if st.replies.Load() == nil || st.looking.Swap(true) {
+			return gnet.None
+		}
+	}
+}
+
+// parse dispatches the whole frames buffered, while the connection's
+// window allows.
+func (e *engine) parse(c gnet.Conn, st *connState) gnet.Action {
+	s := e.s
 	max := int64(s.opts.MaxInFlightPerConn)
 	for {
 		n := c.InboundBuffered()
 		if st.inflight.Load() >= max {
-			st.paused.Store(true)
-			// A reply may have completed between the load and the store;
-			// re-check so the Wake it would have sent is not lost.
-			if st.inflight.Load() >= max || !st.paused.CompareAndSwap(true, false) {
-				if n > s.opts.MaxBufferedPerConn {
-					s.Counters.WindowOverrun.Add(1)
-					return gnet.Close
-				}
-				return gnet.None
+			// Every completion passes through this loop (flush), which
+			// parses on: nothing else to arrange for resuming.
+			if n > s.opts.MaxBufferedPerConn {
+				s.Counters.WindowOverrun.Add(1)
+				return gnet.Close
 			}
+			return gnet.None
 		}
 		if n < HeaderSize {
 			return gnet.None

@@ -479,3 +479,39 @@ func TestExpediteSkipsWindow(t *testing.T) {
 		t.Fatalf("after release a heartbeat left after %v", d)
 	}
 }
+
+// Only pure heartbeats wait for HeartbeatWindow. An entry-less append that
+// carries a log position or commit index comes from raft's replication
+// goroutine, which sends the group's next entries to that follower only
+// after it is answered: it leaves at once.
+func TestEntrylessAppendSkipsWindow(t *testing.T) {
+	cfg := raftmux.Config{HeartbeatWindow: 400 * time.Millisecond}
+	a := newNode(t, "a", cfg)
+	b := newNode(t, "b", cfg)
+	trA, _ := a.mux.Group(1)
+	trB, _ := b.mux.Group(1)
+	stop := make(chan struct{})
+	defer close(stop)
+	go serveAppends(trB, stop)
+	send := func(req *raft.AppendEntriesRequest) time.Duration {
+		t0 := time.Now()
+		var resp raft.AppendEntriesResponse
+		if err := trA.AppendEntries("b", raft.ServerAddress(b.mux.Addr()), req, &resp); err != nil || !resp.Success {
+			t.Fatalf("append: %v %+v", err, resp)
+		}
+		return time.Since(t0)
+	}
+	hdr := raft.RPCHeader{Addr: []byte(a.mux.Addr())}
+	send(&raft.AppendEntriesRequest{Term: 1, RPCHeader: hdr}) // connect
+	if d := send(&raft.AppendEntriesRequest{Term: 1, RPCHeader: hdr}); d < 300*time.Millisecond {
+		t.Fatalf("a heartbeat left after %v, before the 400 ms window", d)
+	}
+	for _, req := range []*raft.AppendEntriesRequest{
+		{Term: 1, RPCHeader: hdr, PrevLogEntry: 7, PrevLogTerm: 1, LeaderCommitIndex: 7}, // commit-index update
+		{Term: 1, RPCHeader: hdr, LeaderCommitIndex: 3},                                  // same, nothing before it
+	} {
+		if d := send(req); d > 200*time.Millisecond {
+			t.Fatalf("an entry-less append %+v took %v: it waited for the heartbeat window", req, d)
+		}
+	}
+}

@@ -48,10 +48,16 @@ func (t *Transport) AppendEntriesPipeline(raft.ServerID, raft.ServerAddress) (ra
 	return nil, raft.ErrPipelineReplicationNotSupported
 }
 
-// AppendEntries sends an append. One without entries (a heartbeat, or the
-// commit-index update raft sends every CommitTimeout) waits up to
-// HeartbeatWindow to share a frame with those of other groups to the same
-// node; one with entries goes out at once on the data connection.
+// AppendEntries sends an append. A pure heartbeat (raft's heartbeat
+// goroutine) waits up to HeartbeatWindow to share a frame with those of
+// other groups to the same node. Every other append leaves at once: one with
+// entries on the data connection, one without (the commit-index update raft
+// sends every CommitTimeout, or after a trigger whose entries an earlier
+// append already carried) on the control connection. The latter is sent by
+// raft's replication goroutine for the follower, which sends nothing else
+// until it is answered: held for the window, it held the group's next
+// entries to that follower with it (up to HeartbeatWindow, ~50 per second
+// per node at 256 shards, measured in docs/benchmarks.md).
 func (t *Transport) AppendEntries(_ raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
 	if err := t.check(); err != nil {
 		return err
@@ -63,7 +69,10 @@ func (t *Transport) AppendEntries(_ raft.ServerID, target raft.ServerAddress, ar
 		remote *peerNames
 		err    error
 	)
-	if len(args.Entries) == 0 {
+	switch {
+	case len(args.Entries) == 0 && !isHeartbeat(args):
+		out, remote, err = m.roundTrip(string(target), laneControl, t.id, rpcAppendEntries, body, m.cfg.ControlTimeout, nil)
+	case len(args.Entries) == 0:
 		hb := hbWindow
 		if t.urgent.Load() > 0 {
 			hb = hbNow
@@ -72,7 +81,7 @@ func (t *Transport) AppendEntries(_ raft.ServerID, target raft.ServerAddress, ar
 		if err != nil {
 			m.stats.rpcErrors.Add(1)
 		}
-	} else {
+	default:
 		out, remote, err = m.roundTrip(string(target), laneData, t.id, rpcAppendEntries, body, m.cfg.AppendTimeout, nil)
 	}
 	if err != nil {

@@ -480,11 +480,12 @@ func TestExpediteSkipsWindow(t *testing.T) {
 	}
 }
 
-// Only pure heartbeats wait for HeartbeatWindow. An entry-less append that
-// carries a log position or commit index comes from raft's replication
-// goroutine, which sends the group's next entries to that follower only
-// after it is answered: it leaves at once.
-func TestEntrylessAppendSkipsWindow(t *testing.T) {
+// An entry-less append that is not a pure heartbeat, from a group that has
+// just sent entries, comes from raft's replication goroutine of a busy
+// group, which sends the group's next entries to that follower only after
+// it is answered: it leaves at once. In an idle group it shares the
+// heartbeats' frames (the window), as do pure heartbeats always.
+func TestEntrylessAppendSkipsWindowWhenBusy(t *testing.T) {
 	cfg := raftmux.Config{HeartbeatWindow: 400 * time.Millisecond}
 	a := newNode(t, "a", cfg)
 	b := newNode(t, "b", cfg)
@@ -502,16 +503,22 @@ func TestEntrylessAppendSkipsWindow(t *testing.T) {
 		return time.Since(t0)
 	}
 	hdr := raft.RPCHeader{Addr: []byte(a.mux.Addr())}
-	send(&raft.AppendEntriesRequest{Term: 1, RPCHeader: hdr}) // connect
-	if d := send(&raft.AppendEntriesRequest{Term: 1, RPCHeader: hdr}); d < 300*time.Millisecond {
-		t.Fatalf("a heartbeat left after %v, before the 400 ms window", d)
+	heartbeat := &raft.AppendEntriesRequest{Term: 1, RPCHeader: hdr}
+	commitOnly := &raft.AppendEntriesRequest{Term: 1, RPCHeader: hdr, PrevLogEntry: 7, PrevLogTerm: 1, LeaderCommitIndex: 7}
+	entries := &raft.AppendEntriesRequest{Term: 1, RPCHeader: hdr, PrevLogEntry: 6, PrevLogTerm: 1, LeaderCommitIndex: 6,
+		Entries: []*raft.Log{{Index: 7, Term: 1, Type: raft.LogCommand, Data: []byte("x")}}}
+	send(heartbeat)                     // connect
+	time.Sleep(1100 * time.Millisecond) // the process's first second counts as busy
+	if d := send(commitOnly); d < 300*time.Millisecond {
+		t.Fatalf("an idle group's entry-less append left after %v, before the 400 ms window", d)
 	}
-	for _, req := range []*raft.AppendEntriesRequest{
-		{Term: 1, RPCHeader: hdr, PrevLogEntry: 7, PrevLogTerm: 1, LeaderCommitIndex: 7}, // commit-index update
-		{Term: 1, RPCHeader: hdr, LeaderCommitIndex: 3},                                  // same, nothing before it
-	} {
-		if d := send(req); d > 200*time.Millisecond {
-			t.Fatalf("an entry-less append %+v took %v: it waited for the heartbeat window", req, d)
-		}
+	if d := send(entries); d > 200*time.Millisecond {
+		t.Fatalf("an append with entries took %v", d)
+	}
+	if d := send(commitOnly); d > 200*time.Millisecond {
+		t.Fatalf("a busy group's entry-less append took %v: it waited for the heartbeat window", d)
+	}
+	if d := send(heartbeat); d < 300*time.Millisecond {
+		t.Fatalf("a busy group's heartbeat left after %v, before the 400 ms window", d)
 	}
 }

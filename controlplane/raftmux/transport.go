@@ -21,10 +21,23 @@ type Transport struct {
 	// urgent counts callers waiting on this group's heartbeats (see
 	// Expedite); while it is above zero they skip HeartbeatWindow.
 	urgent atomic.Int32
+	// lastEntries is when (monoNow) the group last sent an append with
+	// entries; see AppendEntries.
+	lastEntries atomic.Int64
 
 	once   sync.Once
 	closed chan struct{}
 }
+
+// recentEntries: a group that sent entries this recently is busy, and its
+// entry-less appends skip HeartbeatWindow (see AppendEntries).
+const recentEntries = time.Second
+
+// monoBase anchors monoNow.
+var monoBase = time.Now()
+
+// monoNow is a monotonic clock reading in ns.
+func monoNow() int64 { return int64(time.Since(monoBase)) }
 
 var (
 	_ raft.Transport   = (*Transport)(nil)
@@ -48,16 +61,18 @@ func (t *Transport) AppendEntriesPipeline(raft.ServerID, raft.ServerAddress) (ra
 	return nil, raft.ErrPipelineReplicationNotSupported
 }
 
-// AppendEntries sends an append. A pure heartbeat (raft's heartbeat
-// goroutine) waits up to HeartbeatWindow to share a frame with those of
-// other groups to the same node. Every other append leaves at once: one with
-// entries on the data connection, one without (the commit-index update raft
-// sends every CommitTimeout, or after a trigger whose entries an earlier
-// append already carried) on the control connection. The latter is sent by
-// raft's replication goroutine for the follower, which sends nothing else
-// until it is answered: held for the window, it held the group's next
-// entries to that follower with it (up to HeartbeatWindow, ~50 per second
-// per node at 256 shards, measured in docs/benchmarks.md).
+// AppendEntries sends an append. One with entries goes out at once on the
+// data connection. One without waits up to HeartbeatWindow to share a frame
+// with those of other groups to the same node — unless it is not a pure
+// heartbeat and the group sent entries within the last recentEntries: then
+// it comes from raft's replication goroutine for that follower in a busy
+// group (after a trigger whose entries an earlier append already carried),
+// which sends nothing else until it is answered, so the window would hold
+// the group's next entries to that follower with it; it leaves at once on
+// the control connection. An idle group's entry-less appends (the
+// commit-index update raft sends every CommitTimeout, ~50 a second per node
+// at 256 shards) keep sharing frames: sent alone they cost ~2 % of a core
+// per node at idle (docs/benchmarks.md).
 func (t *Transport) AppendEntries(_ raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
 	if err := t.check(); err != nil {
 		return err
@@ -70,7 +85,7 @@ func (t *Transport) AppendEntries(_ raft.ServerID, target raft.ServerAddress, ar
 		err    error
 	)
 	switch {
-	case len(args.Entries) == 0 && !isHeartbeat(args):
+	case len(args.Entries) == 0 && !isHeartbeat(args) && monoNow()-t.lastEntries.Load() < int64(recentEntries):
 		out, remote, err = m.roundTrip(string(target), laneControl, t.id, rpcAppendEntries, body, m.cfg.ControlTimeout, nil)
 	case len(args.Entries) == 0:
 		hb := hbWindow
@@ -82,6 +97,7 @@ func (t *Transport) AppendEntries(_ raft.ServerID, target raft.ServerAddress, ar
 			m.stats.rpcErrors.Add(1)
 		}
 	default:
+		t.lastEntries.Store(monoNow())
 		out, remote, err = m.roundTrip(string(target), laneData, t.id, rpcAppendEntries, body, m.cfg.AppendTimeout, nil)
 	}
 	if err != nil {

@@ -479,3 +479,46 @@ func TestExpediteSkipsWindow(t *testing.T) {
 		t.Fatalf("after release a heartbeat left after %v", d)
 	}
 }
+
+// An entry-less append that is not a pure heartbeat, from a group that has
+// just sent entries, comes from raft's replication goroutine of a busy
+// group, which sends the group's next entries to that follower only after
+// it is answered: it leaves at once. In an idle group it shares the
+// heartbeats' frames (the window), as do pure heartbeats always.
+func TestEntrylessAppendSkipsWindowWhenBusy(t *testing.T) {
+	cfg := raftmux.Config{HeartbeatWindow: 400 * time.Millisecond}
+	a := newNode(t, "a", cfg)
+	b := newNode(t, "b", cfg)
+	trA, _ := a.mux.Group(1)
+	trB, _ := b.mux.Group(1)
+	stop := make(chan struct{})
+	defer close(stop)
+	go serveAppends(trB, stop)
+	send := func(req *raft.AppendEntriesRequest) time.Duration {
+		t0 := time.Now()
+		var resp raft.AppendEntriesResponse
+		if err := trA.AppendEntries("b", raft.ServerAddress(b.mux.Addr()), req, &resp); err != nil || !resp.Success {
+			t.Fatalf("append: %v %+v", err, resp)
+		}
+		return time.Since(t0)
+	}
+	hdr := raft.RPCHeader{Addr: []byte(a.mux.Addr())}
+	heartbeat := &raft.AppendEntriesRequest{Term: 1, RPCHeader: hdr}
+	commitOnly := &raft.AppendEntriesRequest{Term: 1, RPCHeader: hdr, PrevLogEntry: 7, PrevLogTerm: 1, LeaderCommitIndex: 7}
+	entries := &raft.AppendEntriesRequest{Term: 1, RPCHeader: hdr, PrevLogEntry: 6, PrevLogTerm: 1, LeaderCommitIndex: 6,
+		Entries: []*raft.Log{{Index: 7, Term: 1, Type: raft.LogCommand, Data: []byte("x")}}}
+	send(heartbeat)                     // connect
+	time.Sleep(1100 * time.Millisecond) // the process's first second counts as busy
+	if d := send(commitOnly); d < 300*time.Millisecond {
+		t.Fatalf("an idle group's entry-less append left after %v, before the 400 ms window", d)
+	}
+	if d := send(entries); d > 200*time.Millisecond {
+		t.Fatalf("an append with entries took %v", d)
+	}
+	if d := send(commitOnly); d > 200*time.Millisecond {
+		t.Fatalf("a busy group's entry-less append took %v: it waited for the heartbeat window", d)
+	}
+	if d := send(heartbeat); d < 300*time.Millisecond {
+		t.Fatalf("a busy group's heartbeat left after %v, before the 400 ms window", d)
+	}
+}

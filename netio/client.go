@@ -72,6 +72,10 @@ type call struct {
 	resp  []byte
 	err   error
 	timer *time.Timer
+	// unverified: the reply's payload CRC is left to the caller (crc
+	// receives it); error replies are verified all the same.
+	unverified bool
+	crc        uint32
 }
 
 // NewClient returns a client; it dials lazily.
@@ -118,18 +122,35 @@ func NewClient(opts ClientOptions) *Client {
 // (wrapping ErrConnBroken or ErrAttemptTimeout), and the request may or may
 // not have been executed. payload is not retained after Call returns.
 func (c *Client) Call(ctx context.Context, addr string, op Opcode, payload, respBuf []byte, idempotent bool) ([]byte, error) {
+	resp, _, err := c.call(ctx, addr, op, payload, respBuf, idempotent, false)
+	return resp, err
+}
+
+// CallUnverified is Call for a caller that checks the response payload's
+// bytes with CRC32C end to end anyway: the payload's frame CRC is not
+// computed here but returned, and the caller must check the payload
+// against it (CombineCRC joins the CRC of a part it does not check itself
+// with the CRC it computes), so one pass over the bytes serves both
+// checks. A payload that fails it must be treated as never received. An
+// error reply's payload is checked here as by Call.
+func (c *Client) CallUnverified(ctx context.Context, addr string, op Opcode, payload, respBuf []byte, idempotent bool) (resp []byte, payloadCRC uint32, err error) {
+	return c.call(ctx, addr, op, payload, respBuf, idempotent, true)
+}
+
+func (c *Client) call(ctx context.Context, addr string, op Opcode, payload, respBuf []byte, idempotent, unverified bool) ([]byte, uint32, error) {
 	if len(payload) > HardMaxPayload {
-		return nil, ErrPayloadTooBig
+		return nil, 0, ErrPayloadTooBig
 	}
 	if c.closed.Load() {
-		return nil, ErrClientClosed
+		return nil, 0, ErrClientClosed
 	}
 	select {
 	case c.sem <- struct{}{}:
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return nil, 0, ctx.Err()
 	}
 	cl := c.callPool.Get().(*call)
+	cl.unverified = unverified
 	var resp []byte
 	var err error
 	for attempt := 0; ; attempt++ {
@@ -141,10 +162,11 @@ func (c *Client) Call(ctx context.Context, addr string, op Opcode, payload, resp
 			break
 		}
 	}
-	cl.resp, cl.err = nil, nil
+	crc := cl.crc
+	cl.resp, cl.err, cl.crc, cl.unverified = nil, nil, 0, false
 	c.callPool.Put(cl)
 	<-c.sem
-	return resp, err
+	return resp, crc, err
 }
 
 func retryable(err error) bool {
@@ -179,7 +201,7 @@ func (c *Client) attempt(ctx context.Context, cl *call, addr string, op Opcode, 
 	}
 	defer func() { <-cc.slots }()
 
-	cl.resp, cl.err = respBuf[:0], nil
+	cl.resp, cl.err, cl.crc = respBuf[:0], nil, 0
 	id, err := cc.register(cl)
 	if err != nil {
 		return nil, err
@@ -414,7 +436,13 @@ func (cc *cconn) readLoop() {
 			}
 			continue
 		}
-		p, err := cc.fr.ReadPayload(&h, cl.resp)
+		var p []byte
+		if cl.unverified && h.Flags&FlagError == 0 {
+			p, err = cc.fr.readPayload(&h, cl.resp, false)
+			cl.crc = h.PayloadCRC
+		} else {
+			p, err = cc.fr.ReadPayload(&h, cl.resp)
+		}
 		switch {
 		case err == ErrBadPayloadCRC:
 			cl.resp, cl.err = nil, err // the stream is still framed

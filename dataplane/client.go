@@ -97,6 +97,68 @@ func (c *Client) ReadShard(ctx context.Context, id chunkstore.ID, off int64, buf
 	return copy(buf, resp[readHdrSize:]), le.Uint64(resp), nil
 }
 
+// ReadReplyHeader is how many bytes a read reply carries before the
+// chunk's bytes (the version): ReadShardInPlace's frame has room for them
+// first.
+const ReadReplyHeader = readHdrSize
+
+// ShardReply is a read's outcome from ReadShardInPlace.
+type ShardReply struct {
+	// Data is the chunk's bytes read (fewer than asked at the end of the
+	// chunk), in place in the caller's frame.
+	Data []byte
+	// Version is the chunk's version.
+	Version uint64
+
+	payload []byte // the whole reply: version, then Data
+	crc     uint32 // the reply frame's payload CRC, not checked yet
+}
+
+// Verify checks the reply's frame CRC, given tailCRC, the CRC32C of
+// Data[head:] that the caller computed for its own end-to-end check: the
+// reply's other bytes (the version, Data[:head]) are hashed here and the
+// CRCs combined, so Data[head:] is read once for both checks. A reply
+// that fails must be treated as never received (netio.ErrBadPayloadCRC).
+func (r *ShardReply) Verify(head int, tailCRC uint32) error {
+	if head < 0 || head > len(r.Data) {
+		return fmt.Errorf("%w: head %d of %d bytes", ErrBadRequest, head, len(r.Data))
+	}
+	c := netio.Checksum(r.payload[:ReadReplyHeader+head])
+	if netio.CombineCRC(c, tailCRC, len(r.Data)-head) != r.crc {
+		return netio.ErrBadPayloadCRC
+	}
+	return nil
+}
+
+// ReadShardInPlace reads up to len(frame)-ReadReplyHeader bytes of chunk
+// id from offset off straight into frame, with no copy: the chunk's bytes
+// land at frame[ReadReplyHeader:]. Unlike ReadShard it does not check the
+// reply's frame CRC: the caller must call Verify on the reply (with the
+// CRC32C it computes of the bytes anyway) before trusting any of it.
+func (c *Client) ReadShardInPlace(ctx context.Context, id chunkstore.ID, off int64, frame []byte) (ShardReply, error) {
+	if off < 0 || off >= chunkstore.MaxChunkSize {
+		return ShardReply{}, fmt.Errorf("%w: read of shard %v: offset %d out of range [0, %d)", ErrBadRequest, id, off, chunkstore.MaxChunkSize)
+	}
+	n := len(frame) - ReadReplyHeader
+	if n <= 0 {
+		return ShardReply{}, fmt.Errorf("%w: read of shard %v: a frame of %d bytes holds no data", ErrBadRequest, id, len(frame))
+	}
+	n = min(n, chunkstore.MaxChunkSize)
+	var req [readReqSize]byte
+	appendReadReq(req[:0], readReq{ID: id, Offset: uint64(off), Length: uint32(n)})
+	resp, crc, err := c.nc.CallUnverified(ctx, c.addr, OpReadShard, req[:], frame[:0:ReadReplyHeader+n], true)
+	if err != nil {
+		return ShardReply{}, fromRemote(err)
+	}
+	if len(resp) < readHdrSize || len(resp)-readHdrSize > n {
+		return ShardReply{}, fmt.Errorf("dataplane: read reply of %d bytes for a read of %d", len(resp), n)
+	}
+	if &resp[0] != &frame[0] {
+		return ShardReply{}, fmt.Errorf("dataplane: read reply of %d bytes not read in place", len(resp))
+	}
+	return ShardReply{Data: resp[readHdrSize:], Version: le.Uint64(resp), payload: resp, crc: crc}, nil
+}
+
 // DeleteShard removes chunk id durably; version must be at least the
 // stored one and epoch current. It is not retried (see Client).
 func (c *Client) DeleteShard(ctx context.Context, id chunkstore.ID, version, epoch uint64) error {

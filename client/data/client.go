@@ -30,6 +30,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"sync"
 	"time"
 
@@ -265,15 +266,16 @@ func (c *Client) fetchStripe(ctx context.Context, ino meta.Ino, l meta.Layout, s
 		return stripeData{}, err
 	}
 	k, n, unit := int(l.K), int(l.K)+int(l.M), int(l.StripeUnit)
-	stride := headerSize + unit
+	stride := slotHead + unit
 	zm := zeroMask(v)
-	// Each shard is read into its slot, header first, and stays there.
+	// Each shard is read into its slot, the read reply's header and the
+	// shard's first, and stays there.
 	slots := make([][]byte, n)
 	shards := make([][]byte, n)
 	data := make([]byte, k*stride)
 	for i := 0; i < k; i++ {
 		slots[i] = data[i*stride : (i+1)*stride : (i+1)*stride]
-		shards[i] = slots[i][headerSize:]
+		shards[i] = slots[i][slotHead:]
 	}
 	ok := make([]bool, n)
 	read := func(idx []int) {
@@ -310,7 +312,7 @@ func (c *Client) fetchStripe(ctx context.Context, ino meta.Ino, l meta.Layout, s
 			good++
 		}
 	}
-	sd := stripeData{b: data, stride: stride, off: headerSize, unit: unit}
+	sd := stripeData{b: data, stride: stride, off: slotHead, unit: unit}
 	if good == k {
 		return sd, nil
 	}
@@ -321,7 +323,7 @@ func (c *Client) fetchStripe(ctx context.Context, ino meta.Ino, l meta.Layout, s
 	var par []int
 	for i := k; i < n; i++ {
 		slots[i] = make([]byte, stride)
-		shards[i] = slots[i][headerSize:]
+		shards[i] = slots[i][slotHead:]
 		par = append(par, i)
 	}
 	read(par)
@@ -346,7 +348,7 @@ func (c *Client) fetchStripe(ctx context.Context, ino meta.Ino, l meta.Layout, s
 		return stripeData{}, fmt.Errorf("data: inode %v stripe %d: reconstruct: %w", ino, s, err)
 	}
 	for i := 0; i < k; i++ {
-		if dst := data[i*stride+headerSize : (i+1)*stride]; &shards[i][0] != &dst[0] {
+		if dst := data[i*stride+slotHead : (i+1)*stride]; &shards[i][0] != &dst[0] {
 			copy(dst, shards[i])
 		}
 	}
@@ -375,28 +377,46 @@ func retryBusy(ctx context.Context, op func() error) error {
 	}
 }
 
-// readShard reads a shard's chunk into slot (headerSize + unit bytes),
-// checks it, and zeroes the slot past the stored bytes.
+// slotHead is what precedes a shard's bytes in its slot of a stripe
+// buffer: the dataplane's read reply header, then the shard's.
+const slotHead = dataplane.ReadReplyHeader + headerSize
+
+// readShard reads a shard's chunk into slot (slotHead + unit bytes) in
+// place, checks it, and zeroes the slot past the stored bytes. One CRC32C
+// pass over the shard's bytes serves both the end-to-end check (the
+// writer's CRC in the shard header) and the read reply's frame CRC.
 func (c *Client) readShard(ctx context.Context, addr string, id chunkstore.ID, v uint64, unit uint32, slot []byte) error {
 	ctx, cancel := context.WithTimeout(ctx, c.opts.Timeout)
 	defer cancel()
-	buf := slot
-	var n int
-	var got uint64
+	var r dataplane.ShardReply
 	err := retryBusy(ctx, func() (err error) {
-		n, got, err = c.dataplane(addr).ReadShard(ctx, id, 0, buf)
+		r, err = c.dataplane(addr).ReadShardInPlace(ctx, id, 0, slot)
 		return err
 	})
 	if err != nil {
 		return err
 	}
-	if got != v {
-		return fmt.Errorf("%w: version %#x stored, %#x committed", errBadShard, got, v)
+	chunk := r.Data
+	if len(chunk) < headerSize {
+		if err := r.Verify(len(chunk), 0); err != nil {
+			return fmt.Errorf("%w: %v", errBadShard, err)
+		}
+		return checkHeader(chunk, unit)
 	}
-	if err := checkShard(buf[:n], unit); err != nil {
+	bodyCRC := crc32.Checksum(chunk[headerSize:], castagnoli)
+	if err := r.Verify(headerSize, bodyCRC); err != nil {
+		return fmt.Errorf("%w: %v", errBadShard, err)
+	}
+	if r.Version != v {
+		return fmt.Errorf("%w: version %#x stored, %#x committed", errBadShard, r.Version, v)
+	}
+	if err := checkHeader(chunk, unit); err != nil {
 		return err
 	}
-	clear(buf[n:])
+	if err := checkBody(chunk, bodyCRC); err != nil {
+		return err
+	}
+	clear(slot[dataplane.ReadReplyHeader+len(chunk):])
 	return nil
 }
 

@@ -82,6 +82,7 @@ type Client struct {
 	dps     map[string]*dataplane.Client
 	coders  map[[2]uint8]reedsolomon.Encoder
 	badSeen uint64 // bad or missing shards met by reads (for Stats)
+	fetched uint64 // stripes read from the dataplanes (for Stats)
 
 	dels chan deletion // replaced versions waiting for a deleter
 	done chan struct{} // closed by Close
@@ -265,6 +266,9 @@ func (c *Client) fetchStripe(ctx context.Context, ino meta.Ino, l meta.Layout, s
 	if err != nil {
 		return stripeData{}, err
 	}
+	c.mu.Lock()
+	c.fetched++
+	c.mu.Unlock()
 	k, n, unit := int(l.K), int(l.K)+int(l.M), int(l.StripeUnit)
 	stride := slotHead + unit
 	zm := zeroMask(v)
@@ -597,14 +601,15 @@ func (c *Client) deleter() {
 
 // Stats are the data path's counters.
 type Stats struct {
-	BadShards uint64 // missing or bad shards reads met (and reconstructed around)
+	BadShards      uint64 // missing or bad shards reads met (and reconstructed around)
+	StripesFetched uint64 // stripes read from the dataplanes (cache misses)
 }
 
 // Stats returns the data path's counters.
 func (c *Client) Stats() Stats {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return Stats{BadShards: c.badSeen}
+	return Stats{BadShards: c.badSeen, StripesFetched: c.fetched}
 }
 
 // Capacity sums the dataplanes' chunk store space, in file bytes at the

@@ -69,12 +69,26 @@ func (f *File) stripe(ctx context.Context, s, v uint64) (stripeData, error) {
 		return stripeData{}, err
 	}
 	f.mu.Lock()
+	f.remember(s, v, data)
+	f.mu.Unlock()
+	return data, nil
+}
+
+// remember adds stripe s at version v to the file's recent stripes, once:
+// a reader that met readahead's fetch of the same stripe in flight gets
+// the same data, and a second entry would push out a stripe the reader
+// is about to need (that cost a refetch of one stripe in four on a busy
+// machine). Called with mu held.
+func (f *File) remember(s, v uint64, data stripeData) {
+	for _, r := range f.recent {
+		if r.s == s && r.v == v {
+			return
+		}
+	}
 	if len(f.recent) >= recentStripes {
 		f.recent = append(f.recent[:0], f.recent[1:]...)
 	}
 	f.recent = append(f.recent, recentStripe{s: s, v: v, data: data})
-	f.mu.Unlock()
-	return data, nil
 }
 
 // Open returns the data of regular file in, whose attributes the caller

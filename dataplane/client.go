@@ -72,6 +72,31 @@ func (c *Client) WriteShard(ctx context.Context, id chunkstore.ID, version, epoc
 	return err
 }
 
+// WriteShardParts is WriteShard of the chunk prefix‖data, sent without
+// joining or copying them (data goes out from the caller's buffer), with
+// dataCRC, the CRC32C of data the caller computed anyway (for its own
+// end-to-end check), standing in for a pass over data for the frame's
+// CRC. A wrong dataCRC gets the write refused as damaged in transit.
+func (c *Client) WriteShardParts(ctx context.Context, id chunkstore.ID, version, epoch uint64, prefix, data []byte, dataCRC uint32) error {
+	if n := len(prefix) + len(data); n == 0 || n > chunkstore.MaxChunkSize {
+		return fmt.Errorf("%w: write of shard %v: %d bytes of data, want 1 to %d", ErrBadRequest, id, n, chunkstore.MaxChunkSize)
+	}
+	if len(prefix) > maxWritePrefix {
+		return fmt.Errorf("%w: write of shard %v: a prefix of %d bytes, at most %d", ErrBadRequest, id, len(prefix), maxWritePrefix)
+	}
+	var hb [writeHdrSize + maxWritePrefix]byte
+	head := appendWriteReq(hb[:0], writeReq{ID: id, Version: version, Epoch: epoch, Data: prefix})
+	resp, err := c.nc.CallParts(ctx, c.addr, OpWriteShard, head, data, dataCRC, nil, true)
+	if err == nil && len(resp) != 0 {
+		err = fmt.Errorf("dataplane: write reply of %d bytes, want none", len(resp))
+	}
+	return fromRemote(err)
+}
+
+// maxWritePrefix bounds WriteShardParts's prefix (a header the caller
+// puts before its data), which is copied.
+const maxWritePrefix = 64
+
 // ReadShard reads len(buf) bytes of chunk id from offset off into buf and
 // returns how many it read (fewer at the end of the chunk) and the
 // chunk's version. A buf longer than chunkstore.MaxChunkSize reads at most

@@ -48,3 +48,31 @@ func TestReadShardInPlace(t *testing.T) {
 		t.Fatalf("missing chunk: %v", err)
 	}
 }
+
+// TestWriteShardParts: a chunk written as prefix and data reads back
+// joined; a wrong data CRC is refused and stores nothing.
+func TestWriteShardParts(t *testing.T) {
+	_, _, addr := startTest(t, Config{}, true)
+	ctx := ctxT(t)
+	cl := NewClient(addr, netio.ClientOptions{})
+	defer cl.Close()
+	prefix := []byte("sixteen byte hdr")
+	for _, size := range []int{0, 100, chunkstore.MaxChunkSize - len(prefix)} {
+		id := chunkstore.ID{Hi: 11, Lo: uint64(size)}
+		data := pattern(id, 2, size)
+		if err := cl.WriteShardParts(ctx, id, 2, 0, prefix, data, netio.Checksum(data)^1); err == nil {
+			t.Fatalf("size %d: a wrong data CRC was accepted", size)
+		}
+		if _, err := cl.StatShard(ctx, id); !errors.Is(err, chunkstore.ErrNotFound) {
+			t.Fatalf("size %d: the refused write stored something: %v", size, err)
+		}
+		if err := cl.WriteShardParts(ctx, id, 2, 0, prefix, data, netio.Checksum(data)); err != nil {
+			t.Fatalf("size %d: %v", size, err)
+		}
+		buf := make([]byte, len(prefix)+size+10)
+		n, v, err := cl.ReadShard(ctx, id, 0, buf)
+		if err != nil || v != 2 || !bytes.Equal(buf[:n], append(append([]byte(nil), prefix...), data...)) {
+			t.Fatalf("size %d: read back %d bytes, version %d, %v", size, n, v, err)
+		}
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -122,8 +123,37 @@ func NewClient(opts ClientOptions) *Client {
 // (wrapping ErrConnBroken or ErrAttemptTimeout), and the request may or may
 // not have been executed. payload is not retained after Call returns.
 func (c *Client) Call(ctx context.Context, addr string, op Opcode, payload, respBuf []byte, idempotent bool) ([]byte, error) {
-	resp, _, err := c.call(ctx, addr, op, payload, respBuf, idempotent, false)
+	resp, _, err := c.call(ctx, addr, op, outgoing{body: payload}, respBuf, idempotent, false)
 	return resp, err
+}
+
+// CallParts is Call with the request payload in two parts, head‖body,
+// sent without joining them (writev), and bodyCRC, the CRC32C of body,
+// which the caller computed for its own end-to-end check: the frame's
+// payload CRC is made from it and the head's (CombineCRC) instead of
+// another pass over body. A wrong bodyCRC makes the server refuse the
+// frame (a bad payload CRC), never store other bytes.
+func (c *Client) CallParts(ctx context.Context, addr string, op Opcode, head, body []byte, bodyCRC uint32, respBuf []byte, idempotent bool) ([]byte, error) {
+	resp, _, err := c.call(ctx, addr, op, outgoing{head: head, body: body, bodyCRC: bodyCRC, crcKnown: true}, respBuf, idempotent, false)
+	return resp, err
+}
+
+// outgoing is a request's payload: head‖body, and body's CRC32C when known.
+type outgoing struct {
+	head, body []byte
+	bodyCRC    uint32
+	crcKnown   bool
+}
+
+func (o *outgoing) len() int { return len(o.head) + len(o.body) }
+
+// crc is the CRC32C of the whole payload.
+func (o *outgoing) crc() uint32 {
+	h := Checksum(o.head)
+	if o.crcKnown {
+		return CombineCRC(h, o.bodyCRC, len(o.body))
+	}
+	return crc32.Update(h, castagnoli, o.body)
 }
 
 // CallUnverified is Call for a caller that checks the response payload's
@@ -134,11 +164,11 @@ func (c *Client) Call(ctx context.Context, addr string, op Opcode, payload, resp
 // checks. A payload that fails it must be treated as never received. An
 // error reply's payload is checked here as by Call.
 func (c *Client) CallUnverified(ctx context.Context, addr string, op Opcode, payload, respBuf []byte, idempotent bool) (resp []byte, payloadCRC uint32, err error) {
-	return c.call(ctx, addr, op, payload, respBuf, idempotent, true)
+	return c.call(ctx, addr, op, outgoing{body: payload}, respBuf, idempotent, true)
 }
 
-func (c *Client) call(ctx context.Context, addr string, op Opcode, payload, respBuf []byte, idempotent, unverified bool) ([]byte, uint32, error) {
-	if len(payload) > HardMaxPayload {
+func (c *Client) call(ctx context.Context, addr string, op Opcode, payload outgoing, respBuf []byte, idempotent, unverified bool) ([]byte, uint32, error) {
+	if payload.len() > HardMaxPayload {
 		return nil, 0, ErrPayloadTooBig
 	}
 	if c.closed.Load() {
@@ -189,7 +219,7 @@ func (c *Client) backoff(ctx context.Context, attempt int) error {
 	}
 }
 
-func (c *Client) attempt(ctx context.Context, cl *call, addr string, op Opcode, payload, respBuf []byte) ([]byte, error) {
+func (c *Client) attempt(ctx context.Context, cl *call, addr string, op Opcode, payload outgoing, respBuf []byte) ([]byte, error) {
 	cc, err := c.conn(ctx, addr)
 	if err != nil {
 		return nil, err
@@ -333,7 +363,7 @@ type cconn struct {
 	wmu  sync.Mutex
 	wbuf []byte
 	iov  net.Buffers
-	iova [2][]byte
+	iova [3][]byte
 
 	mu     sync.Mutex
 	calls  map[uint64]*call
@@ -374,20 +404,19 @@ func (cc *cconn) take(id uint64) *call {
 	return cl
 }
 
-func (cc *cconn) write(op Opcode, id uint64, payload []byte) error {
+func (cc *cconn) write(op Opcode, id uint64, payload outgoing) error {
 	cc.wmu.Lock()
 	defer cc.wmu.Unlock()
-	if len(payload) <= smallWrite {
-		b := PutHeader(cc.wbuf[:HeaderSize], op, 0, id, payload)
-		b = append(b, payload...)
+	hdr := EncodeHeader(cc.wbuf[:HeaderSize], Header{Opcode: op, ID: id, PayloadLen: uint32(payload.len()), PayloadCRC: payload.crc()})
+	if payload.len() <= smallWrite {
+		b := append(append(hdr, payload.head...), payload.body...)
 		_, err := cc.nc.Write(b)
 		return err
 	}
-	cc.iova[0] = PutHeader(cc.wbuf[:HeaderSize], op, 0, id, payload)
-	cc.iova[1] = payload
+	cc.iova[0], cc.iova[1], cc.iova[2] = hdr, payload.head, payload.body
 	cc.iov = cc.iova[:]
 	_, err := cc.iov.WriteTo(cc.nc)
-	cc.iova[1] = nil
+	cc.iova[1], cc.iova[2] = nil, nil
 	return err
 }
 

@@ -489,11 +489,17 @@ func (c *Client) writeStripe(ctx context.Context, ino meta.Ino, l meta.Layout, s
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				chunk := encodeShard(make([]byte, 0, headerSize+lens[i]), uint32(unit), shards[i][:lens[i]])
+				// The header goes before the shard's bytes, which are sent
+				// from the stripe buffer as they are; their CRC32C, in the
+				// header, also makes the frame's.
+				body := shards[i][:lens[i]]
+				crc := crc32.Checksum(body, castagnoli)
+				var h [headerSize]byte
+				putShardHeader(h[:], uint32(unit), uint32(len(body)), crc)
 				wctx, cancel := context.WithTimeout(ctx, c.opts.Timeout)
 				defer cancel()
 				errs[i] = retryBusy(wctx, func() error {
-					return c.dataplane(addrs[i]).WriteShard(wctx, chunkID(ino, s, i, v), v, epoch, chunk)
+					return c.dataplane(addrs[i]).WriteShardParts(wctx, chunkID(ino, s, i, v), v, epoch, h[:], body, crc)
 				})
 			}()
 		}

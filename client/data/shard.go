@@ -99,11 +99,17 @@ func trimmedLen(b []byte) int {
 // encodeShard appends the chunk of shard bytes b (already trimmed) to dst.
 func encodeShard(dst []byte, unit uint32, b []byte) []byte {
 	var h [headerSize]byte
+	putShardHeader(h[:], unit, uint32(len(b)), crc32.Checksum(b, castagnoli))
+	return append(append(dst, h[:]...), b...)
+}
+
+// putShardHeader encodes the header of a shard of n stored bytes whose
+// CRC32C is crc into h (headerSize bytes).
+func putShardHeader(h []byte, unit, n, crc uint32) {
 	binary.LittleEndian.PutUint32(h[0:], shardMagic)
 	binary.LittleEndian.PutUint32(h[4:], unit)
-	binary.LittleEndian.PutUint32(h[8:], uint32(len(b)))
-	binary.LittleEndian.PutUint32(h[12:], crc32.Checksum(b, castagnoli))
-	return append(append(dst, h[:]...), b...)
+	binary.LittleEndian.PutUint32(h[8:], n)
+	binary.LittleEndian.PutUint32(h[12:], crc)
 }
 
 // errBadShard means a shard's bytes failed a check; it is treated as missing.

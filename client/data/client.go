@@ -76,13 +76,14 @@ type Client struct {
 	cache   *ristretto.Cache[string, stripeData] // stripe key → its data
 	fetches singleflight.Group
 
-	mu      sync.Mutex
-	topo    Topology
-	topoAt  time.Time
-	dps     map[string]*dataplane.Client
-	coders  map[[2]uint8]reedsolomon.Encoder
-	badSeen uint64 // bad or missing shards met by reads (for Stats)
-	fetched uint64 // stripes read from the dataplanes (for Stats)
+	mu         sync.Mutex
+	topo       Topology
+	topoAt     time.Time
+	dps        map[string]*dataplane.Client
+	coders     map[[2]uint8]reedsolomon.Encoder
+	badSeen    uint64 // bad or missing shards met by reads (for Stats)
+	fetched    uint64 // stripes read from the dataplanes (for Stats)
+	shardsRead uint64 // shards read from the dataplanes (for Stats)
 
 	dels chan deletion // replaced versions waiting for a deleter
 	done chan struct{} // closed by Close
@@ -256,6 +257,59 @@ func (c *Client) readStripe(ctx context.Context, ino meta.Ino, l meta.Layout, s,
 	return out.(stripeData), nil
 }
 
+// shardKey is the cache key of data shard idx of stripe s of ino at
+// version v, cached alone.
+func shardKey(ino meta.Ino, s, v uint64, idx int) string {
+	var b [25]byte
+	binary.LittleEndian.PutUint64(b[0:], uint64(ino))
+	binary.LittleEndian.PutUint64(b[8:], s)
+	binary.LittleEndian.PutUint64(b[16:], v)
+	b[24] = byte(idx)
+	return string(b[:])
+}
+
+// readDataShard returns data shard idx (unit bytes, read-only) of stripe
+// s of ino at version v, which must not be in the version's zero mask:
+// from the cached stripe, the shard cached alone, or the dataplane — that
+// shard only, checked end to end. A small random read so costs one shard,
+// not k. A shard missing or bad is an error: the caller reads the whole
+// stripe then, which rebuilds it from the others.
+func (c *Client) readDataShard(ctx context.Context, ino meta.Ino, l meta.Layout, s, v uint64, idx int) ([]byte, error) {
+	unit := int(l.StripeUnit)
+	if d, ok := c.cache.Get(cacheKey(ino, s, v)); ok {
+		if b, ok := d.view(idx*unit, unit); ok {
+			return b, nil
+		}
+	}
+	key := shardKey(ino, s, v, idx)
+	if d, ok := c.cache.Get(key); ok {
+		if b, ok := d.view(0, unit); ok {
+			return b, nil
+		}
+	}
+	out, err, _ := c.fetches.Do(key, func() (any, error) {
+		if err := checkLayout(l); err != nil {
+			return nil, err
+		}
+		addrs, _, err := c.placeStripe(ctx, ino, l, s, false)
+		if err != nil {
+			return nil, err
+		}
+		slot := make([]byte, slotHead+unit)
+		if err := c.readShard(ctx, addrs[idx], chunkID(ino, s, idx, v), v, uint32(unit), slot); err != nil {
+			return nil, err
+		}
+		d := stripeData{b: slot, stride: slotHead + unit, off: slotHead, unit: unit}
+		c.cache.Set(key, d, d.cost())
+		return d, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	b, _ := out.(stripeData).view(0, unit)
+	return b, nil
+}
+
 // fetchStripe reads the data shards of a stripe and, when some are
 // missing or bad, enough parity shards to reconstruct them.
 func (c *Client) fetchStripe(ctx context.Context, ino meta.Ino, l meta.Layout, s, v uint64) (stripeData, error) {
@@ -392,6 +446,9 @@ const slotHead = dataplane.ReadReplyHeader + headerSize
 func (c *Client) readShard(ctx context.Context, addr string, id chunkstore.ID, v uint64, unit uint32, slot []byte) error {
 	ctx, cancel := context.WithTimeout(ctx, c.opts.Timeout)
 	defer cancel()
+	c.mu.Lock()
+	c.shardsRead++
+	c.mu.Unlock()
 	var r dataplane.ShardReply
 	err := retryBusy(ctx, func() (err error) {
 		r, err = c.dataplane(addr).ReadShardInPlace(ctx, id, 0, slot)
@@ -609,13 +666,14 @@ func (c *Client) deleter() {
 type Stats struct {
 	BadShards      uint64 // missing or bad shards reads met (and reconstructed around)
 	StripesFetched uint64 // stripes read from the dataplanes (cache misses)
+	ShardsRead     uint64 // shard reads sent to the dataplanes (stripes' and single ones)
 }
 
 // Stats returns the data path's counters.
 func (c *Client) Stats() Stats {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return Stats{BadShards: c.badSeen, StripesFetched: c.fetched}
+	return Stats{BadShards: c.badSeen, StripesFetched: c.fetched, ShardsRead: c.shardsRead}
 }
 
 // Capacity sums the dataplanes' chunk store space, in file bytes at the

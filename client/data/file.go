@@ -267,6 +267,14 @@ func (f *File) read(ctx context.Context, p []byte, off int64, view bool) ([]byte
 		}
 		if sequential {
 			f.readahead(s)
+		} else if b, ok := f.readOneShard(ctx, s, v, int(so), m); ok {
+			// A random read within one shard: that shard alone.
+			if view && m == n {
+				return b, nil
+			}
+			copy(p[done:done+m], b)
+			done += m
+			continue
 		}
 		f.mu.Unlock()
 		data, err := f.stripe(ctx, s, v)
@@ -281,6 +289,38 @@ func (f *File) read(ctx context.Context, p []byte, off int64, view bool) ([]byte
 		done += m
 	}
 	return p[:n], nil
+}
+
+// readOneShard returns the m bytes at offset so of stripe s (version v)
+// when they lie in one data shard and the stripe is not among the file's
+// recent ones, reading that shard alone (read-only bytes); false when
+// the stripe should be read whole (the bytes span shards, the stripe is
+// at hand, or the shard is missing or bad: the stripe's read rebuilds
+// it). Called with mu held; it may release it.
+func (f *File) readOneShard(ctx context.Context, s, v uint64, so, m int) ([]byte, bool) {
+	unit := int(f.layout.StripeUnit)
+	idx, w := so/unit, so%unit
+	if w+m > unit {
+		return nil, false
+	}
+	for _, r := range f.recent {
+		if r.s == s && r.v == v {
+			return nil, false
+		}
+	}
+	if idx < ZeroMaskBits && zeroMask(v)&(1<<idx) != 0 {
+		return nil, false // a zero shard: the stripe path answers zeros without a read
+	}
+	f.mu.Unlock()
+	b, err := f.c.readDataShard(ctx, f.ino, f.layout, s, v, idx)
+	f.mu.Lock()
+	if err != nil {
+		if ctx.Err() == nil {
+			f.c.logf("data: inode %v stripe %d shard %d: %v (reading the stripe)", f.ino, s, idx, err)
+		}
+		return nil, false
+	}
+	return b[w : w+m : w+m], true
 }
 
 // readaheadStripes is how many stripes readahead fetches ahead of a

@@ -42,7 +42,13 @@ type File struct {
 	// recentStripes), whatever the shared cache admitted: a sequential
 	// reader's next kernel reads hit them.
 	recent []recentStripe
+	// loading holds the stripes being fetched into recent, closed once
+	// they are there: a reader arriving between a fetch's end and its
+	// entry in recent waits instead of fetching the stripe again.
+	loading map[recentKey]chan struct{}
 }
+
+type recentKey struct{ s, v uint64 }
 
 type recentStripe struct {
 	s, v uint64
@@ -56,22 +62,49 @@ const recentStripes = readaheadStripes + 4
 // stripe returns stripe s at version v, read-only, from the file's recent
 // stripes, the shared cache or the dataplanes. Called without mu.
 func (f *File) stripe(ctx context.Context, s, v uint64) (stripeData, error) {
+	key := recentKey{s, v}
 	f.mu.Lock()
-	for _, r := range f.recent {
-		if r.s == s && r.v == v {
-			f.mu.Unlock()
-			return r.data, nil
+	for {
+		for _, r := range f.recent {
+			if r.s == s && r.v == v {
+				f.mu.Unlock()
+				return r.data, nil
+			}
+		}
+		ch, ok := f.loading[key]
+		if !ok {
+			break
+		}
+		f.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return stripeData{}, ctx.Err()
+		}
+		f.mu.Lock()
+		if _, again := f.loading[key]; !again {
+			// Loaded (or failed): take it from recent, or fetch it here.
+			for _, r := range f.recent {
+				if r.s == s && r.v == v {
+					f.mu.Unlock()
+					return r.data, nil
+				}
+			}
+			break
 		}
 	}
+	ch := make(chan struct{})
+	f.loading[key] = ch
 	f.mu.Unlock()
 	data, err := f.c.readStripe(ctx, f.ino, f.layout, s, v)
-	if err != nil {
-		return stripeData{}, err
-	}
 	f.mu.Lock()
-	f.remember(s, v, data)
+	if err == nil {
+		f.remember(s, v, data)
+	}
+	delete(f.loading, key)
+	close(ch)
 	f.mu.Unlock()
-	return data, nil
+	return data, err
 }
 
 // remember adds stripe s at version v to the file's recent stripes, once:
@@ -117,6 +150,7 @@ func (c *Client) Open(in meta.Inode) (*File, error) {
 		c: c, ino: in.Ino, layout: l, sb: l.StripeBytes(), size: in.Size,
 		versions: map[uint64]uint64{}, windows: map[uint64]bool{}, dirty: map[uint64][]byte{},
 		flushing: map[uint64]chan struct{}{}, sem: make(chan struct{}, c.opts.FlushesPerFile),
+		loading: map[recentKey]chan struct{}{},
 	}, nil
 }
 

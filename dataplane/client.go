@@ -72,6 +72,31 @@ func (c *Client) WriteShard(ctx context.Context, id chunkstore.ID, version, epoc
 	return err
 }
 
+// WriteShardParts is WriteShard of the chunk prefix‖data, sent without
+// joining or copying them (data goes out from the caller's buffer), with
+// dataCRC, the CRC32C of data the caller computed anyway (for its own
+// end-to-end check), standing in for a pass over data for the frame's
+// CRC. A wrong dataCRC gets the write refused as damaged in transit.
+func (c *Client) WriteShardParts(ctx context.Context, id chunkstore.ID, version, epoch uint64, prefix, data []byte, dataCRC uint32) error {
+	if n := len(prefix) + len(data); n == 0 || n > chunkstore.MaxChunkSize {
+		return fmt.Errorf("%w: write of shard %v: %d bytes of data, want 1 to %d", ErrBadRequest, id, n, chunkstore.MaxChunkSize)
+	}
+	if len(prefix) > maxWritePrefix {
+		return fmt.Errorf("%w: write of shard %v: a prefix of %d bytes, at most %d", ErrBadRequest, id, len(prefix), maxWritePrefix)
+	}
+	var hb [writeHdrSize + maxWritePrefix]byte
+	head := appendWriteReq(hb[:0], writeReq{ID: id, Version: version, Epoch: epoch, Data: prefix})
+	resp, err := c.nc.CallParts(ctx, c.addr, OpWriteShard, head, data, dataCRC, nil, true)
+	if err == nil && len(resp) != 0 {
+		err = fmt.Errorf("dataplane: write reply of %d bytes, want none", len(resp))
+	}
+	return fromRemote(err)
+}
+
+// maxWritePrefix bounds WriteShardParts's prefix (a header the caller
+// puts before its data), which is copied.
+const maxWritePrefix = 64
+
 // ReadShard reads len(buf) bytes of chunk id from offset off into buf and
 // returns how many it read (fewer at the end of the chunk) and the
 // chunk's version. A buf longer than chunkstore.MaxChunkSize reads at most
@@ -98,6 +123,68 @@ func (c *Client) ReadShard(ctx context.Context, id chunkstore.ID, off int64, buf
 		return 0, 0, fmt.Errorf("dataplane: read reply of %d bytes for a read of %d", len(resp), len(buf))
 	}
 	return copy(buf, resp[readHdrSize:]), le.Uint64(resp), nil
+}
+
+// ReadReplyHeader is how many bytes a read reply carries before the
+// chunk's bytes (the version): ReadShardInPlace's frame has room for them
+// first.
+const ReadReplyHeader = readHdrSize
+
+// ShardReply is a read's outcome from ReadShardInPlace.
+type ShardReply struct {
+	// Data is the chunk's bytes read (fewer than asked at the end of the
+	// chunk), in place in the caller's frame.
+	Data []byte
+	// Version is the chunk's version.
+	Version uint64
+
+	payload []byte // the whole reply: version, then Data
+	crc     uint32 // the reply frame's payload CRC, not checked yet
+}
+
+// Verify checks the reply's frame CRC, given tailCRC, the CRC32C of
+// Data[head:] that the caller computed for its own end-to-end check: the
+// reply's other bytes (the version, Data[:head]) are hashed here and the
+// CRCs combined, so Data[head:] is read once for both checks. A reply
+// that fails must be treated as never received (netio.ErrBadPayloadCRC).
+func (r *ShardReply) Verify(head int, tailCRC uint32) error {
+	if head < 0 || head > len(r.Data) {
+		return fmt.Errorf("%w: head %d of %d bytes", ErrBadRequest, head, len(r.Data))
+	}
+	c := netio.Checksum(r.payload[:ReadReplyHeader+head])
+	if netio.CombineCRC(c, tailCRC, len(r.Data)-head) != r.crc {
+		return netio.ErrBadPayloadCRC
+	}
+	return nil
+}
+
+// ReadShardInPlace reads up to len(frame)-ReadReplyHeader bytes of chunk
+// id from offset off straight into frame, with no copy: the chunk's bytes
+// land at frame[ReadReplyHeader:]. Unlike ReadShard it does not check the
+// reply's frame CRC: the caller must call Verify on the reply (with the
+// CRC32C it computes of the bytes anyway) before trusting any of it.
+func (c *Client) ReadShardInPlace(ctx context.Context, id chunkstore.ID, off int64, frame []byte) (ShardReply, error) {
+	if off < 0 || off >= chunkstore.MaxChunkSize {
+		return ShardReply{}, fmt.Errorf("%w: read of shard %v: offset %d out of range [0, %d)", ErrBadRequest, id, off, chunkstore.MaxChunkSize)
+	}
+	n := len(frame) - ReadReplyHeader
+	if n <= 0 {
+		return ShardReply{}, fmt.Errorf("%w: read of shard %v: a frame of %d bytes holds no data", ErrBadRequest, id, len(frame))
+	}
+	n = min(n, chunkstore.MaxChunkSize)
+	var req [readReqSize]byte
+	appendReadReq(req[:0], readReq{ID: id, Offset: uint64(off), Length: uint32(n)})
+	resp, crc, err := c.nc.CallUnverified(ctx, c.addr, OpReadShard, req[:], frame[:0:ReadReplyHeader+n], true)
+	if err != nil {
+		return ShardReply{}, fromRemote(err)
+	}
+	if len(resp) < readHdrSize || len(resp)-readHdrSize > n {
+		return ShardReply{}, fmt.Errorf("dataplane: read reply of %d bytes for a read of %d", len(resp), n)
+	}
+	if &resp[0] != &frame[0] {
+		return ShardReply{}, fmt.Errorf("dataplane: read reply of %d bytes not read in place", len(resp))
+	}
+	return ShardReply{Data: resp[readHdrSize:], Version: le.Uint64(resp), payload: resp, crc: crc}, nil
 }
 
 // DeleteShard removes chunk id durably; version must be at least the

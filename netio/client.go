@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -73,6 +74,10 @@ type call struct {
 	resp  []byte
 	err   error
 	timer *time.Timer
+	// unverified: the reply's payload CRC is left to the caller (crc
+	// receives it); error replies are verified all the same.
+	unverified bool
+	crc        uint32
 }
 
 // NewClient returns a client; it dials lazily.
@@ -119,18 +124,64 @@ func NewClient(opts ClientOptions) *Client {
 // (wrapping ErrConnBroken or ErrAttemptTimeout), and the request may or may
 // not have been executed. payload is not retained after Call returns.
 func (c *Client) Call(ctx context.Context, addr string, op Opcode, payload, respBuf []byte, idempotent bool) ([]byte, error) {
-	if len(payload) > HardMaxPayload {
-		return nil, ErrPayloadTooBig
+	resp, _, err := c.call(ctx, addr, op, outgoing{body: payload}, respBuf, idempotent, false)
+	return resp, err
+}
+
+// CallParts is Call with the request payload in two parts, head‖body,
+// sent without joining them (writev), and bodyCRC, the CRC32C of body,
+// which the caller computed for its own end-to-end check: the frame's
+// payload CRC is made from it and the head's (CombineCRC) instead of
+// another pass over body. A wrong bodyCRC makes the server refuse the
+// frame (a bad payload CRC), never store other bytes.
+func (c *Client) CallParts(ctx context.Context, addr string, op Opcode, head, body []byte, bodyCRC uint32, respBuf []byte, idempotent bool) ([]byte, error) {
+	resp, _, err := c.call(ctx, addr, op, outgoing{head: head, body: body, bodyCRC: bodyCRC, crcKnown: true}, respBuf, idempotent, false)
+	return resp, err
+}
+
+// outgoing is a request's payload: head‖body, and body's CRC32C when known.
+type outgoing struct {
+	head, body []byte
+	bodyCRC    uint32
+	crcKnown   bool
+}
+
+func (o *outgoing) len() int { return len(o.head) + len(o.body) }
+
+// crc is the CRC32C of the whole payload.
+func (o *outgoing) crc() uint32 {
+	h := Checksum(o.head)
+	if o.crcKnown {
+		return CombineCRC(h, o.bodyCRC, len(o.body))
+	}
+	return crc32.Update(h, castagnoli, o.body)
+}
+
+// CallUnverified is Call for a caller that checks the response payload's
+// bytes with CRC32C end to end anyway: the payload's frame CRC is not
+// computed here but returned, and the caller must check the payload
+// against it (CombineCRC joins the CRC of a part it does not check itself
+// with the CRC it computes), so one pass over the bytes serves both
+// checks. A payload that fails it must be treated as never received. An
+// error reply's payload is checked here as by Call.
+func (c *Client) CallUnverified(ctx context.Context, addr string, op Opcode, payload, respBuf []byte, idempotent bool) (resp []byte, payloadCRC uint32, err error) {
+	return c.call(ctx, addr, op, outgoing{body: payload}, respBuf, idempotent, true)
+}
+
+func (c *Client) call(ctx context.Context, addr string, op Opcode, payload outgoing, respBuf []byte, idempotent, unverified bool) ([]byte, uint32, error) {
+	if payload.len() > HardMaxPayload {
+		return nil, 0, ErrPayloadTooBig
 	}
 	if c.closed.Load() {
-		return nil, ErrClientClosed
+		return nil, 0, ErrClientClosed
 	}
 	select {
 	case c.sem <- struct{}{}:
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return nil, 0, ctx.Err()
 	}
 	cl := c.callPool.Get().(*call)
+	cl.unverified = unverified
 	var resp []byte
 	var err error
 	for attempt := 0; ; attempt++ {
@@ -142,10 +193,11 @@ func (c *Client) Call(ctx context.Context, addr string, op Opcode, payload, resp
 			break
 		}
 	}
-	cl.resp, cl.err = nil, nil
+	crc := cl.crc
+	cl.resp, cl.err, cl.crc, cl.unverified = nil, nil, 0, false
 	c.callPool.Put(cl)
 	<-c.sem
-	return resp, err
+	return resp, crc, err
 }
 
 func retryable(err error) bool {
@@ -168,7 +220,7 @@ func (c *Client) backoff(ctx context.Context, attempt int) error {
 	}
 }
 
-func (c *Client) attempt(ctx context.Context, cl *call, addr string, op Opcode, payload, respBuf []byte) ([]byte, error) {
+func (c *Client) attempt(ctx context.Context, cl *call, addr string, op Opcode, payload outgoing, respBuf []byte) ([]byte, error) {
 	cc, err := c.conn(ctx, addr)
 	if err != nil {
 		return nil, err
@@ -180,7 +232,7 @@ func (c *Client) attempt(ctx context.Context, cl *call, addr string, op Opcode, 
 	}
 	defer func() { <-cc.slots }()
 
-	cl.resp, cl.err = respBuf[:0], nil
+	cl.resp, cl.err, cl.crc = respBuf[:0], nil, 0
 	id, err := cc.register(cl)
 	if err != nil {
 		return nil, err
@@ -323,7 +375,7 @@ type cconn struct {
 	sockmu sync.Mutex
 	hbuf   [HeaderSize]byte
 	iov    net.Buffers
-	iova   [2][]byte
+	iova   [3][]byte
 
 	mu     sync.Mutex
 	calls  map[uint64]*call
@@ -364,32 +416,39 @@ func (cc *cconn) take(id uint64) *call {
 	return cl
 }
 
+// zeroHeader makes room for a frame header in the combined-write queue.
+var zeroHeader [HeaderSize]byte
+
 // maxSpare bounds the combined-write buffer kept for reuse. The queue is
 // bounded anyway: at most MaxInFlightPerConn frames of at most smallWrite.
 const maxSpare = 4 << 20
 
-// write sends one request frame. A small one is copied into the queue of
-// combined writes: if another caller is writing, it will send it, and
-// write returns at once; otherwise this caller writes the queue, and goes
-// on while others fill it. A write error fails the connection (the caller
-// that got it calls fail), which completes every call waiting on it, those
-// whose frames were queued included. payload is never retained.
-func (cc *cconn) write(op Opcode, id uint64, payload []byte) error {
-	if len(payload) > smallWrite {
+// write sends one request frame, payload.head‖payload.body. A small one is
+// copied into the queue of combined writes: if another caller is writing,
+// it will send it, and write returns at once; otherwise this caller writes
+// the queue, and goes on while others fill it. A large one is written
+// alone, header and parts in one writev. A write error fails the
+// connection (the caller that got it calls fail), which completes every
+// call waiting on it, those whose frames were queued included. The
+// payload is never retained.
+func (cc *cconn) write(op Opcode, id uint64, payload outgoing) error {
+	h := Header{Opcode: op, ID: id, PayloadLen: uint32(payload.len()), PayloadCRC: payload.crc()}
+	if payload.len() > smallWrite {
 		cc.sockmu.Lock()
 		defer cc.sockmu.Unlock()
-		cc.iova[0] = PutHeader(cc.hbuf[:], op, 0, id, payload)
-		cc.iova[1] = payload
+		cc.iova[0] = EncodeHeader(cc.hbuf[:], h)
+		cc.iova[1], cc.iova[2] = payload.head, payload.body
 		cc.iov = cc.iova[:]
 		_, err := cc.iov.WriteTo(cc.nc)
-		cc.iova[1] = nil
+		cc.iova[1], cc.iova[2] = nil, nil
 		return err
 	}
 	cc.wmu.Lock()
 	n := len(cc.wq)
-	cc.wq = append(cc.wq, cc.hbuf[:]...) // room for the header
-	PutHeader(cc.wq[n:], op, 0, id, payload)
-	cc.wq = append(cc.wq, payload...)
+	cc.wq = append(cc.wq, zeroHeader[:]...) // room for the header
+	EncodeHeader(cc.wq[n:], h)
+	cc.wq = append(cc.wq, payload.head...)
+	cc.wq = append(cc.wq, payload.body...)
 	if cc.writing {
 		cc.wmu.Unlock()
 		return nil
@@ -466,7 +525,13 @@ func (cc *cconn) readLoop() {
 			}
 			continue
 		}
-		p, err := cc.fr.ReadPayload(&h, cl.resp)
+		var p []byte
+		if cl.unverified && h.Flags&FlagError == 0 {
+			p, err = cc.fr.readPayload(&h, cl.resp, false)
+			cl.crc = h.PayloadCRC
+		} else {
+			p, err = cc.fr.ReadPayload(&h, cl.resp)
+		}
 		switch {
 		case err == ErrBadPayloadCRC:
 			cl.resp, cl.err = nil, err // the stream is still framed

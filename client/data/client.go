@@ -30,6 +30,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"sync"
 	"time"
 
@@ -75,12 +76,14 @@ type Client struct {
 	cache   *ristretto.Cache[string, stripeData] // stripe key → its data
 	fetches singleflight.Group
 
-	mu      sync.Mutex
-	topo    Topology
-	topoAt  time.Time
-	dps     map[string]*dataplane.Client
-	coders  map[[2]uint8]reedsolomon.Encoder
-	badSeen uint64 // bad or missing shards met by reads (for Stats)
+	mu         sync.Mutex
+	topo       Topology
+	topoAt     time.Time
+	dps        map[string]*dataplane.Client
+	coders     map[[2]uint8]reedsolomon.Encoder
+	badSeen    uint64 // bad or missing shards met by reads (for Stats)
+	fetched    uint64 // stripes read from the dataplanes (for Stats)
+	shardsRead uint64 // shards read from the dataplanes (for Stats)
 
 	dels chan deletion // replaced versions waiting for a deleter
 	done chan struct{} // closed by Close
@@ -254,6 +257,59 @@ func (c *Client) readStripe(ctx context.Context, ino meta.Ino, l meta.Layout, s,
 	return out.(stripeData), nil
 }
 
+// shardKey is the cache key of data shard idx of stripe s of ino at
+// version v, cached alone.
+func shardKey(ino meta.Ino, s, v uint64, idx int) string {
+	var b [25]byte
+	binary.LittleEndian.PutUint64(b[0:], uint64(ino))
+	binary.LittleEndian.PutUint64(b[8:], s)
+	binary.LittleEndian.PutUint64(b[16:], v)
+	b[24] = byte(idx)
+	return string(b[:])
+}
+
+// readDataShard returns data shard idx (unit bytes, read-only) of stripe
+// s of ino at version v, which must not be in the version's zero mask:
+// from the cached stripe, the shard cached alone, or the dataplane — that
+// shard only, checked end to end. A small random read so costs one shard,
+// not k. A shard missing or bad is an error: the caller reads the whole
+// stripe then, which rebuilds it from the others.
+func (c *Client) readDataShard(ctx context.Context, ino meta.Ino, l meta.Layout, s, v uint64, idx int) ([]byte, error) {
+	unit := int(l.StripeUnit)
+	if d, ok := c.cache.Get(cacheKey(ino, s, v)); ok {
+		if b, ok := d.view(idx*unit, unit); ok {
+			return b, nil
+		}
+	}
+	key := shardKey(ino, s, v, idx)
+	if d, ok := c.cache.Get(key); ok {
+		if b, ok := d.view(0, unit); ok {
+			return b, nil
+		}
+	}
+	out, err, _ := c.fetches.Do(key, func() (any, error) {
+		if err := checkLayout(l); err != nil {
+			return nil, err
+		}
+		addrs, _, err := c.placeStripe(ctx, ino, l, s, false)
+		if err != nil {
+			return nil, err
+		}
+		slot := make([]byte, slotHead+unit)
+		if err := c.readShard(ctx, addrs[idx], chunkID(ino, s, idx, v), v, uint32(unit), slot); err != nil {
+			return nil, err
+		}
+		d := stripeData{b: slot, stride: slotHead + unit, off: slotHead, unit: unit}
+		c.cache.Set(key, d, d.cost())
+		return d, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	b, _ := out.(stripeData).view(0, unit)
+	return b, nil
+}
+
 // fetchStripe reads the data shards of a stripe and, when some are
 // missing or bad, enough parity shards to reconstruct them.
 func (c *Client) fetchStripe(ctx context.Context, ino meta.Ino, l meta.Layout, s, v uint64) (stripeData, error) {
@@ -264,16 +320,20 @@ func (c *Client) fetchStripe(ctx context.Context, ino meta.Ino, l meta.Layout, s
 	if err != nil {
 		return stripeData{}, err
 	}
+	c.mu.Lock()
+	c.fetched++
+	c.mu.Unlock()
 	k, n, unit := int(l.K), int(l.K)+int(l.M), int(l.StripeUnit)
-	stride := headerSize + unit
+	stride := slotHead + unit
 	zm := zeroMask(v)
-	// Each shard is read into its slot, header first, and stays there.
+	// Each shard is read into its slot, the read reply's header and the
+	// shard's first, and stays there.
 	slots := make([][]byte, n)
 	shards := make([][]byte, n)
 	data := make([]byte, k*stride)
 	for i := 0; i < k; i++ {
 		slots[i] = data[i*stride : (i+1)*stride : (i+1)*stride]
-		shards[i] = slots[i][headerSize:]
+		shards[i] = slots[i][slotHead:]
 	}
 	ok := make([]bool, n)
 	read := func(idx []int) {
@@ -310,7 +370,7 @@ func (c *Client) fetchStripe(ctx context.Context, ino meta.Ino, l meta.Layout, s
 			good++
 		}
 	}
-	sd := stripeData{b: data, stride: stride, off: headerSize, unit: unit}
+	sd := stripeData{b: data, stride: stride, off: slotHead, unit: unit}
 	if good == k {
 		return sd, nil
 	}
@@ -321,7 +381,7 @@ func (c *Client) fetchStripe(ctx context.Context, ino meta.Ino, l meta.Layout, s
 	var par []int
 	for i := k; i < n; i++ {
 		slots[i] = make([]byte, stride)
-		shards[i] = slots[i][headerSize:]
+		shards[i] = slots[i][slotHead:]
 		par = append(par, i)
 	}
 	read(par)
@@ -346,7 +406,7 @@ func (c *Client) fetchStripe(ctx context.Context, ino meta.Ino, l meta.Layout, s
 		return stripeData{}, fmt.Errorf("data: inode %v stripe %d: reconstruct: %w", ino, s, err)
 	}
 	for i := 0; i < k; i++ {
-		if dst := data[i*stride+headerSize : (i+1)*stride]; &shards[i][0] != &dst[0] {
+		if dst := data[i*stride+slotHead : (i+1)*stride]; &shards[i][0] != &dst[0] {
 			copy(dst, shards[i])
 		}
 	}
@@ -375,28 +435,49 @@ func retryBusy(ctx context.Context, op func() error) error {
 	}
 }
 
-// readShard reads a shard's chunk into slot (headerSize + unit bytes),
-// checks it, and zeroes the slot past the stored bytes.
+// slotHead is what precedes a shard's bytes in its slot of a stripe
+// buffer: the dataplane's read reply header, then the shard's.
+const slotHead = dataplane.ReadReplyHeader + headerSize
+
+// readShard reads a shard's chunk into slot (slotHead + unit bytes) in
+// place, checks it, and zeroes the slot past the stored bytes. One CRC32C
+// pass over the shard's bytes serves both the end-to-end check (the
+// writer's CRC in the shard header) and the read reply's frame CRC.
 func (c *Client) readShard(ctx context.Context, addr string, id chunkstore.ID, v uint64, unit uint32, slot []byte) error {
 	ctx, cancel := context.WithTimeout(ctx, c.opts.Timeout)
 	defer cancel()
-	buf := slot
-	var n int
-	var got uint64
+	c.mu.Lock()
+	c.shardsRead++
+	c.mu.Unlock()
+	var r dataplane.ShardReply
 	err := retryBusy(ctx, func() (err error) {
-		n, got, err = c.dataplane(addr).ReadShard(ctx, id, 0, buf)
+		r, err = c.dataplane(addr).ReadShardInPlace(ctx, id, 0, slot)
 		return err
 	})
 	if err != nil {
 		return err
 	}
-	if got != v {
-		return fmt.Errorf("%w: version %#x stored, %#x committed", errBadShard, got, v)
+	chunk := r.Data
+	if len(chunk) < headerSize {
+		if err := r.Verify(len(chunk), 0); err != nil {
+			return fmt.Errorf("%w: %v", errBadShard, err)
+		}
+		return checkHeader(chunk, unit)
 	}
-	if err := checkShard(buf[:n], unit); err != nil {
+	bodyCRC := crc32.Checksum(chunk[headerSize:], castagnoli)
+	if err := r.Verify(headerSize, bodyCRC); err != nil {
+		return fmt.Errorf("%w: %v", errBadShard, err)
+	}
+	if r.Version != v {
+		return fmt.Errorf("%w: version %#x stored, %#x committed", errBadShard, r.Version, v)
+	}
+	if err := checkHeader(chunk, unit); err != nil {
 		return err
 	}
-	clear(buf[n:])
+	if err := checkBody(chunk, bodyCRC); err != nil {
+		return err
+	}
+	clear(slot[dataplane.ReadReplyHeader+len(chunk):])
 	return nil
 }
 
@@ -465,11 +546,17 @@ func (c *Client) writeStripe(ctx context.Context, ino meta.Ino, l meta.Layout, s
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				chunk := encodeShard(make([]byte, 0, headerSize+lens[i]), uint32(unit), shards[i][:lens[i]])
+				// The header goes before the shard's bytes, which are sent
+				// from the stripe buffer as they are; their CRC32C, in the
+				// header, also makes the frame's.
+				body := shards[i][:lens[i]]
+				crc := crc32.Checksum(body, castagnoli)
+				var h [headerSize]byte
+				putShardHeader(h[:], uint32(unit), uint32(len(body)), crc)
 				wctx, cancel := context.WithTimeout(ctx, c.opts.Timeout)
 				defer cancel()
 				errs[i] = retryBusy(wctx, func() error {
-					return c.dataplane(addrs[i]).WriteShard(wctx, chunkID(ino, s, i, v), v, epoch, chunk)
+					return c.dataplane(addrs[i]).WriteShardParts(wctx, chunkID(ino, s, i, v), v, epoch, h[:], body, crc)
 				})
 			}()
 		}
@@ -577,14 +664,16 @@ func (c *Client) deleter() {
 
 // Stats are the data path's counters.
 type Stats struct {
-	BadShards uint64 // missing or bad shards reads met (and reconstructed around)
+	BadShards      uint64 // missing or bad shards reads met (and reconstructed around)
+	StripesFetched uint64 // stripes read from the dataplanes (cache misses)
+	ShardsRead     uint64 // shard reads sent to the dataplanes (stripes' and single ones)
 }
 
 // Stats returns the data path's counters.
 func (c *Client) Stats() Stats {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return Stats{BadShards: c.badSeen}
+	return Stats{BadShards: c.badSeen, StripesFetched: c.fetched, ShardsRead: c.shardsRead}
 }
 
 // Capacity sums the dataplanes' chunk store space, in file bytes at the

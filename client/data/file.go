@@ -42,7 +42,13 @@ type File struct {
 	// recentStripes), whatever the shared cache admitted: a sequential
 	// reader's next kernel reads hit them.
 	recent []recentStripe
+	// loading holds the stripes being fetched into recent, closed once
+	// they are there: a reader arriving between a fetch's end and its
+	// entry in recent waits instead of fetching the stripe again.
+	loading map[recentKey]chan struct{}
 }
+
+type recentKey struct{ s, v uint64 }
 
 type recentStripe struct {
 	s, v uint64
@@ -56,25 +62,75 @@ const recentStripes = readaheadStripes + 4
 // stripe returns stripe s at version v, read-only, from the file's recent
 // stripes, the shared cache or the dataplanes. Called without mu.
 func (f *File) stripe(ctx context.Context, s, v uint64) (stripeData, error) {
+	key := recentKey{s, v}
 	f.mu.Lock()
-	for _, r := range f.recent {
-		if r.s == s && r.v == v {
-			f.mu.Unlock()
-			return r.data, nil
+	for {
+		for _, r := range f.recent {
+			if r.s == s && r.v == v {
+				f.mu.Unlock()
+				return r.data, nil
+			}
+		}
+		ch, ok := f.loading[key]
+		if !ok {
+			break
+		}
+		f.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return stripeData{}, ctx.Err()
+		}
+		f.mu.Lock()
+		if _, again := f.loading[key]; !again {
+			// Loaded (or failed): take it from recent, or fetch it here.
+			for _, r := range f.recent {
+				if r.s == s && r.v == v {
+					f.mu.Unlock()
+					return r.data, nil
+				}
+			}
+			break
 		}
 	}
+	ch := make(chan struct{})
+	f.loading[key] = ch
 	f.mu.Unlock()
 	data, err := f.c.readStripe(ctx, f.ino, f.layout, s, v)
-	if err != nil {
-		return stripeData{}, err
-	}
 	f.mu.Lock()
+	if err == nil {
+		f.remember(s, v, data)
+	}
+	delete(f.loading, key)
+	close(ch)
+	f.mu.Unlock()
+	return data, err
+}
+
+// remember adds stripe s at version v to the file's recent stripes, once:
+// a reader that met readahead's fetch of the same stripe in flight gets
+// the same data, and a second entry would push out a stripe the reader
+// is about to need (that cost a refetch of one stripe in six on a busy
+// machine). Called with mu held.
+func (f *File) remember(s, v uint64, data stripeData) {
+	for _, r := range f.recent {
+		if r.s == s && r.v == v {
+			return
+		}
+	}
 	if len(f.recent) >= recentStripes {
-		f.recent = append(f.recent[:0], f.recent[1:]...)
+		// Out goes the lowest stripe, the one furthest behind a forward
+		// reader: readahead's fetches finish in any order, so the oldest
+		// entry may be a stripe the reader has yet to reach.
+		low := 0
+		for i, r := range f.recent {
+			if r.s < f.recent[low].s {
+				low = i
+			}
+		}
+		f.recent = append(f.recent[:low], f.recent[low+1:]...)
 	}
 	f.recent = append(f.recent, recentStripe{s: s, v: v, data: data})
-	f.mu.Unlock()
-	return data, nil
 }
 
 // Open returns the data of regular file in, whose attributes the caller
@@ -94,6 +150,7 @@ func (c *Client) Open(in meta.Inode) (*File, error) {
 		c: c, ino: in.Ino, layout: l, sb: l.StripeBytes(), size: in.Size,
 		versions: map[uint64]uint64{}, windows: map[uint64]bool{}, dirty: map[uint64][]byte{},
 		flushing: map[uint64]chan struct{}{}, sem: make(chan struct{}, c.opts.FlushesPerFile),
+		loading: map[recentKey]chan struct{}{},
 	}, nil
 }
 
@@ -244,6 +301,14 @@ func (f *File) read(ctx context.Context, p []byte, off int64, view bool) ([]byte
 		}
 		if sequential {
 			f.readahead(s)
+		} else if b, ok := f.readOneShard(ctx, s, v, int(so), m); ok {
+			// A random read within one shard: that shard alone.
+			if view && m == n {
+				return b, nil
+			}
+			copy(p[done:done+m], b)
+			done += m
+			continue
 		}
 		f.mu.Unlock()
 		data, err := f.stripe(ctx, s, v)
@@ -258,6 +323,38 @@ func (f *File) read(ctx context.Context, p []byte, off int64, view bool) ([]byte
 		done += m
 	}
 	return p[:n], nil
+}
+
+// readOneShard returns the m bytes at offset so of stripe s (version v)
+// when they lie in one data shard and the stripe is not among the file's
+// recent ones, reading that shard alone (read-only bytes); false when
+// the stripe should be read whole (the bytes span shards, the stripe is
+// at hand, or the shard is missing or bad: the stripe's read rebuilds
+// it). Called with mu held; it may release it.
+func (f *File) readOneShard(ctx context.Context, s, v uint64, so, m int) ([]byte, bool) {
+	unit := int(f.layout.StripeUnit)
+	idx, w := so/unit, so%unit
+	if w+m > unit {
+		return nil, false
+	}
+	for _, r := range f.recent {
+		if r.s == s && r.v == v {
+			return nil, false
+		}
+	}
+	if idx < ZeroMaskBits && zeroMask(v)&(1<<idx) != 0 {
+		return nil, false // a zero shard: the stripe path answers zeros without a read
+	}
+	f.mu.Unlock()
+	b, err := f.c.readDataShard(ctx, f.ino, f.layout, s, v, idx)
+	f.mu.Lock()
+	if err != nil {
+		if ctx.Err() == nil {
+			f.c.logf("data: inode %v stripe %d shard %d: %v (reading the stripe)", f.ino, s, idx, err)
+		}
+		return nil, false
+	}
+	return b[w : w+m : w+m], true
 }
 
 // readaheadStripes is how many stripes readahead fetches ahead of a

@@ -99,11 +99,17 @@ func trimmedLen(b []byte) int {
 // encodeShard appends the chunk of shard bytes b (already trimmed) to dst.
 func encodeShard(dst []byte, unit uint32, b []byte) []byte {
 	var h [headerSize]byte
+	putShardHeader(h[:], unit, uint32(len(b)), crc32.Checksum(b, castagnoli))
+	return append(append(dst, h[:]...), b...)
+}
+
+// putShardHeader encodes the header of a shard of n stored bytes whose
+// CRC32C is crc into h (headerSize bytes).
+func putShardHeader(h []byte, unit, n, crc uint32) {
 	binary.LittleEndian.PutUint32(h[0:], shardMagic)
 	binary.LittleEndian.PutUint32(h[4:], unit)
-	binary.LittleEndian.PutUint32(h[8:], uint32(len(b)))
-	binary.LittleEndian.PutUint32(h[12:], crc32.Checksum(b, castagnoli))
-	return append(append(dst, h[:]...), b...)
+	binary.LittleEndian.PutUint32(h[8:], n)
+	binary.LittleEndian.PutUint32(h[12:], crc)
 }
 
 // errBadShard means a shard's bytes failed a check; it is treated as missing.
@@ -123,6 +129,15 @@ func decodeShard(chunk []byte, unit uint32, out []byte) error {
 
 // checkShard checks chunk (as read, header first) against unit.
 func checkShard(chunk []byte, unit uint32) error {
+	if err := checkHeader(chunk, unit); err != nil {
+		return err
+	}
+	return checkBody(chunk, crc32.Checksum(chunk[headerSize:], castagnoli))
+}
+
+// checkHeader checks chunk's header (magic, unit, length) against unit
+// and the chunk's length.
+func checkHeader(chunk []byte, unit uint32) error {
 	if len(chunk) < headerSize {
 		return fmt.Errorf("%w: %d bytes, shorter than its header", errBadShard, len(chunk))
 	}
@@ -137,7 +152,13 @@ func checkShard(chunk []byte, unit uint32) error {
 	if uint64(n) != uint64(len(body)) || n > unit {
 		return fmt.Errorf("%w: header says %d bytes, chunk holds %d", errBadShard, n, len(body))
 	}
-	if c := crc32.Checksum(body, castagnoli); c != binary.LittleEndian.Uint32(chunk[12:]) {
+	return nil
+}
+
+// checkBody checks bodyCRC, the CRC32C of the bytes after chunk's header
+// (checked by checkHeader), against the header's.
+func checkBody(chunk []byte, bodyCRC uint32) error {
+	if bodyCRC != binary.LittleEndian.Uint32(chunk[12:]) {
 		return fmt.Errorf("%w: CRC32C mismatch", errBadShard)
 	}
 	return nil
@@ -145,8 +166,9 @@ func checkShard(chunk []byte, unit uint32) error {
 
 // stripeData is a stripe's data, read-only once made: its k shards of
 // unit bytes, shard i at b[i*stride+off:]. Stripes read from dataplanes
-// keep each shard where it was read, after its header (stride unit +
-// headerSize), so no copy is made; stripes just written are contiguous.
+// keep each shard where it was read, after the read reply's header and
+// the shard's (stride slotHead + unit), so no copy is made; stripes just
+// written are contiguous.
 type stripeData struct {
 	b                 []byte
 	stride, off, unit int

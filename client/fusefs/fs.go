@@ -92,8 +92,13 @@ func New(mc *metaclient.Client, dc *data.Client, opts Options) *FS {
 // Root returns the root node to mount.
 func (f *FS) Root() fs.InodeEmbedder { return &node{fs: f, ino: meta.RootIno} }
 
-// FSOptions are the go-fuse options the root needs.
+// FSOptions are the go-fuse options the root needs. Splicing is off:
+// reads answer bytes in memory, never a file descriptor, and go-fuse would
+// otherwise try a splice for every read reply first (the header written
+// into a pipe, the attempt given up, the pipe drained: three wasted
+// system calls per read).
 func (f *FS) FSOptions(mo fuse.MountOptions) *fs.Options {
+	mo.DisableSplice = true
 	attr, entry, neg := f.opts.AttrTTL, f.opts.EntryTTL, time.Duration(0)
 	return &fs.Options{
 		MountOptions:    mo,

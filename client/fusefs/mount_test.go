@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/hanwen/go-fuse/v2/posixtest"
+
+	"github.com/claudefs/claudefs/client/fusefs"
 )
 
 var cfsBin string
@@ -164,6 +166,17 @@ func TestMount(t *testing.T) {
 				}
 				posixtest.All[n](t, dir)
 			})
+		}
+	})
+
+	t.Run("readahead", func(t *testing.T) {
+		if os.Geteuid() != 0 {
+			t.Skip("cfs mount sets the kernel's readahead window through sysfs, as root only")
+		}
+		// The kernel's 128 KiB default would cut sequential reads into
+		// 128 KiB FUSE requests; cfs mount sets the window to 1 MiB.
+		if n, err := fusefs.Readahead(a); err != nil || n != 1<<20 {
+			t.Fatalf("readahead window %d bytes (%v), want 1 MiB", n, err)
 		}
 	})
 

@@ -132,6 +132,9 @@ func runMount(addrs []string, mnt string, mo fuse.MountOptions, stderr io.Writer
 	if err != nil {
 		return fmt.Errorf("mount %s: %w", mnt, err)
 	}
+	if err := fusefs.SetReadahead(mnt, mo.MaxReadAhead); err != nil {
+		logf("%v (sequential reads go in 128 KiB requests)", err)
+	}
 	abs, _ := filepath.Abs(mnt)
 	fmt.Fprintf(stderr, "cfs mount: %s mounted at %s (cfs umount %s to unmount)\n", addrs[0], abs, mnt)
 	sig := make(chan os.Signal, 1)

@@ -30,10 +30,10 @@ func TestLabels(t *testing.T) {
 			}
 		}
 	}
-	p := &placement{byTID: map[int]int{}}
+	p := &placement{}
 	wg.Add(3)
 	go spin(func() { p.partitionThread(1) })
-	go spin(func() { p.connThread(7) })
+	go spin(func() { p.connThread(0) })
 	go spin(func() { labelWorker(OpStatShard) })
 	b, err := profiling.CPU(context.Background(), 700*time.Millisecond, 1<<20)
 	close(stop)

@@ -84,13 +84,12 @@ type placement struct {
 
 	mu    sync.Mutex
 	parts []Thread
-	loops []Thread
-	byTID map[int]int // loop thread -> index in loops
-	kick  func()      // called after a new connection is seen
+	loops []Thread // by netio's loop index; TID 0 for a loop not seen yet
+	kick  func()   // called after a new connection is seen
 }
 
 func newPlacement(cpus []int, logf func(string, ...any), onErr func(error)) (*placement, error) {
-	p := &placement{cpus: cpus, logf: logf, onErr: onErr, byTID: map[int]int{}}
+	p := &placement{cpus: cpus, logf: logf, onErr: onErr}
 	if err := unix.SchedGetaffinity(os.Getpid(), &p.allowed); err != nil {
 		return nil, err
 	}
@@ -127,23 +126,24 @@ func (p *placement) partitionThread(i int) {
 	p.parts[i] = Thread{Index: i, TID: unix.Gettid(), CPU: cpu}
 }
 
-// connThread is the server's OnConnThread: it runs on an event loop.
-func (p *placement) connThread(uint64) {
-	tid := unix.Gettid()
+// connThread is the server's OnConnThread: it runs on event loop loop
+// (netio's Request.Loop). The loop is known by its index, not its thread:
+// an unpinned loop is not locked to a thread and moves between them (the
+// TID recorded is the one it first ran on then).
+func (p *placement) connThread(loop int) {
 	p.mu.Lock()
-	_, known := p.byTID[tid]
-	if !known {
-		i := len(p.loops)
-		cpu := p.pin("event loop", i)
-		p.loops = append(p.loops, Thread{Index: i, TID: tid, CPU: cpu})
-		p.byTID[tid] = i
-		if cpu >= 0 {
-			p.logf("placement: event loop %d (thread %d) pinned to CPU %d", i, tid, cpu)
+	if loop >= len(p.loops) || p.loops[loop].TID == 0 {
+		for len(p.loops) <= loop {
+			p.loops = append(p.loops, Thread{Index: len(p.loops), CPU: -1})
 		}
-	}
-	// The loop goroutine keeps its labels: set once per thread seen.
-	if !known {
-		pprof.SetGoroutineLabels(coreLabels(p.byTID[tid], RoleNet))
+		tid := unix.Gettid()
+		cpu := p.pin("event loop", loop)
+		p.loops[loop] = Thread{Index: loop, TID: tid, CPU: cpu}
+		if cpu >= 0 {
+			p.logf("placement: event loop %d (thread %d) pinned to CPU %d", loop, tid, cpu)
+		}
+		// The loop goroutine keeps its labels: set once per loop.
+		pprof.SetGoroutineLabels(coreLabels(loop, RoleNet))
 	}
 	kick := p.kick
 	p.mu.Unlock()

@@ -28,12 +28,13 @@ type Config struct {
 	QueueDepth int
 	// Epoch is the initial placement epoch (see SetEpoch).
 	Epoch uint64
-	// OnConnThread, when set, is called on an event loop's own thread
-	// with a connection's id when that connection's first request is
+	// OnConnThread, when set, is called on an event loop with the loop's
+	// index (netio's Request.Loop) when a connection's first request is
 	// served (and, rarely, again for a connection seen long ago): the
-	// place to pin the loop's thread or note its id. It runs on the event
-	// loop, so it must not block; it is not called for later requests.
-	OnConnThread func(connID uint64)
+	// place to pin the loop's thread or label its goroutine. It runs on
+	// the event loop, so it must not block; it is not called for later
+	// requests.
+	OnConnThread func(loop int)
 	// OnStoreError, when set, is called with each store failure answered
 	// to a client that is not the client's own doing (corruption, a full
 	// store, a device error; not "not found", a stale version or "busy").
@@ -61,7 +62,7 @@ type Server struct {
 	started atomic.Bool
 	stopped atomic.Bool
 
-	onConn    func(uint64)
+	onConn    func(int)
 	onErr     func(error)
 	connsSeen [connCacheSize]atomic.Uint64 // connection ids already passed to onConn, by id mod size
 }
@@ -164,7 +165,7 @@ func (s *Server) Serve(req *netio.Request) {
 	if s.onConn != nil {
 		if seen := &s.connsSeen[req.ConnID&(connCacheSize-1)]; seen.Load() != req.ConnID {
 			seen.Store(req.ConnID)
-			s.onConn(req.ConnID)
+			s.onConn(req.Loop)
 		}
 	}
 	// Reads and writes go straight from the event loop to the partition

@@ -68,7 +68,11 @@ func (f HandlerFunc) Serve(req *Request) { f(req) }
 // to the handler from Serve until its reply has completed; netio reuses it
 // afterwards.
 type Request struct {
-	ConnID  uint64
+	ConnID uint64
+	// Loop identifies the event loop that read the request: 0, 1, … in the
+	// order the loops first opened a connection. It is the loop's identity
+	// whether or not the loop is locked to an OS thread.
+	Loop    int
 	Opcode  Opcode
 	ID      uint64
 	Payload []byte
@@ -190,6 +194,7 @@ func (r *Request) complete(err error) {
 
 type connState struct {
 	id       uint64
+	loop     int // Request.Loop
 	conn     gnet.Conn
 	inflight atomic.Int64
 	// replies is the stack of replies waiting for the event loop, pushed
@@ -326,6 +331,8 @@ type Server struct {
 	inflight atomic.Int64
 	connIDs  atomic.Uint64
 	reqPool  sync.Pool
+	loopsMu  sync.Mutex
+	loops    map[gnet.EventLoop]int // Request.Loop of each loop seen
 }
 
 // NewServer returns a server that hands requests to h. Register the
@@ -471,8 +478,24 @@ func (e *engine) OnBoot(eng gnet.Engine) gnet.Action {
 }
 
 func (e *engine) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
-	c.SetContext(&connState{id: e.s.connIDs.Add(1), conn: c})
+	c.SetContext(&connState{id: e.s.connIDs.Add(1), loop: e.s.loopIndex(c.EventLoop()), conn: c})
 	return nil, gnet.None
+}
+
+// loopIndex numbers event loops in the order they first open a connection
+// (Request.Loop). It runs once per connection, so a mutex is cheap enough.
+func (s *Server) loopIndex(l gnet.EventLoop) int {
+	s.loopsMu.Lock()
+	defer s.loopsMu.Unlock()
+	i, ok := s.loops[l]
+	if !ok {
+		if s.loops == nil {
+			s.loops = make(map[gnet.EventLoop]int)
+		}
+		i = len(s.loops)
+		s.loops[l] = i
+	}
+	return i
 }
 
 // OnClose fails the replies still queued for the connection; replies made
@@ -576,7 +599,7 @@ func (e *engine) parse(c gnet.Conn, st *connState) gnet.Action {
 				r.buf = make([]byte, len(payload))
 			}
 			r.Payload = r.buf[:copy(r.buf[:len(payload)], payload)]
-			r.ConnID, r.Opcode, r.ID, r.st = st.id, h.Opcode, h.ID, st
+			r.ConnID, r.Loop, r.Opcode, r.ID, r.st = st.id, st.loop, h.Opcode, h.ID, st
 			r.replied.Store(false)
 			st.inflight.Add(1)
 			s.inflight.Add(1)

@@ -37,6 +37,9 @@ const (
 	// plus one for the checksums.
 	maxGetBufs = MaxChunkSize/readBufSize + 1
 	inboxCap   = 4096
+	// reapInboxBurst bounds the requests started between two completions
+	// of one reaped batch (see reap).
+	reapInboxBurst = 64
 	// sumArea is the room reserved at the front of a batch buffer for its
 	// summary; data starts right after it, and the write begins at the
 	// first summary block actually used.
@@ -481,17 +484,7 @@ func nanotime() int64 { return time.Now().UnixNano() }
 // loop serves requests until a close request has been fully handled.
 func (p *partition) loop() {
 	for {
-		progressed := false
-		for i := 0; i < 256; i++ {
-			select {
-			case r := <-p.inbox:
-				p.handle(r)
-				progressed = true
-				continue
-			default:
-			}
-			break
-		}
+		progressed := p.takeInbox(256)
 		now := nanotime()
 		if p.shouldFlush(now) {
 			p.flush()
@@ -555,6 +548,28 @@ func (p *partition) idle() bool {
 		(p.closing == nil || p.abandon || p.ckpt.final)
 }
 
+// takeInbox handles up to max requests waiting in the inbox and reports
+// whether there were any.
+func (p *partition) takeInbox(max int) bool {
+	for i := 0; i < max; i++ {
+		select {
+		case r := <-p.inbox:
+			p.handle(r)
+			continue
+		default:
+		}
+		return i > 0
+	}
+	return true
+}
+
+// reap handles the completions the engine has. After each one whose
+// callback queued requests (an asynchronous caller's next I/O, typically),
+// it starts them and submits at once, so they reach the device while the
+// rest of the batch is handled instead of after it: a chain's next read no
+// longer waits for its neighbours' checksums, copies and callbacks. With 32
+// get chains in flight this took the store from 60–82k to 88–108k IOPS on
+// the project's machine, fio's level (docs/benchmarks.md).
 func (p *partition) reap() int {
 	total := 0
 	for {
@@ -562,6 +577,11 @@ func (p *partition) reap() int {
 		for i := 0; i < n; i++ {
 			p.opsLive--
 			p.complete(p.cqes[i])
+			if i+1 < n && len(p.inbox) > 0 && p.takeInbox(reapInboxBurst) {
+				if _, err := p.eng.Submit(0, 0); err != nil {
+					p.logf("chunkstore: partition %d: submit: %v", p.idx, err)
+				}
+			}
 		}
 		total += n
 		if n < len(p.cqes) {

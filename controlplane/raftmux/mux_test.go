@@ -445,26 +445,36 @@ func TestCall(t *testing.T) {
 	}
 }
 
-// Heartbeats wait for HeartbeatWindow to share a frame, except while their
-// group is expedited (a linearizable read is waiting on them).
-func TestExpediteSkipsWindow(t *testing.T) {
+// windowPair starts nodes a and b with a 400 ms HeartbeatWindow, b serving
+// group 1's appends until the test ends, and returns a's group 1
+// transport, the RPC header a's appends carry, and send, which makes one
+// AppendEntries from a to b and returns how long it took.
+func windowPair(t *testing.T) (*raftmux.Transport, raft.RPCHeader, func(*raft.AppendEntriesRequest) time.Duration) {
+	t.Helper()
 	cfg := raftmux.Config{HeartbeatWindow: 400 * time.Millisecond}
 	a := newNode(t, "a", cfg)
 	b := newNode(t, "b", cfg)
 	trA, _ := a.mux.Group(1)
 	trB, _ := b.mux.Group(1)
 	stop := make(chan struct{})
-	defer close(stop)
+	t.Cleanup(func() { close(stop) })
 	go serveAppends(trB, stop)
-	hb := func() time.Duration {
+	send := func(req *raft.AppendEntriesRequest) time.Duration {
 		t0 := time.Now()
 		var resp raft.AppendEntriesResponse
-		req := &raft.AppendEntriesRequest{Term: 1, RPCHeader: raft.RPCHeader{Addr: []byte(a.mux.Addr())}}
 		if err := trA.AppendEntries("b", raft.ServerAddress(b.mux.Addr()), req, &resp); err != nil || !resp.Success {
-			t.Fatalf("heartbeat: %v %+v", err, resp)
+			t.Fatalf("append: %v %+v", err, resp)
 		}
 		return time.Since(t0)
 	}
+	return trA, raft.RPCHeader{Addr: []byte(a.mux.Addr())}, send
+}
+
+// Heartbeats wait for HeartbeatWindow to share a frame, except while their
+// group is expedited (a linearizable read is waiting on them).
+func TestExpediteSkipsWindow(t *testing.T) {
+	trA, hdr, send := windowPair(t)
+	hb := func() time.Duration { return send(&raft.AppendEntriesRequest{Term: 1, RPCHeader: hdr}) }
 	hb() // connect
 	if d := hb(); d < 300*time.Millisecond {
 		t.Fatalf("a heartbeat left after %v, before the 400 ms window", d)
@@ -486,23 +496,7 @@ func TestExpediteSkipsWindow(t *testing.T) {
 // it is answered: it leaves at once. In an idle group it shares the
 // heartbeats' frames (the window), as do pure heartbeats always.
 func TestEntrylessAppendSkipsWindowWhenBusy(t *testing.T) {
-	cfg := raftmux.Config{HeartbeatWindow: 400 * time.Millisecond}
-	a := newNode(t, "a", cfg)
-	b := newNode(t, "b", cfg)
-	trA, _ := a.mux.Group(1)
-	trB, _ := b.mux.Group(1)
-	stop := make(chan struct{})
-	defer close(stop)
-	go serveAppends(trB, stop)
-	send := func(req *raft.AppendEntriesRequest) time.Duration {
-		t0 := time.Now()
-		var resp raft.AppendEntriesResponse
-		if err := trA.AppendEntries("b", raft.ServerAddress(b.mux.Addr()), req, &resp); err != nil || !resp.Success {
-			t.Fatalf("append: %v %+v", err, resp)
-		}
-		return time.Since(t0)
-	}
-	hdr := raft.RPCHeader{Addr: []byte(a.mux.Addr())}
+	_, hdr, send := windowPair(t)
 	heartbeat := &raft.AppendEntriesRequest{Term: 1, RPCHeader: hdr}
 	commitOnly := &raft.AppendEntriesRequest{Term: 1, RPCHeader: hdr, PrevLogEntry: 7, PrevLogTerm: 1, LeaderCommitIndex: 7}
 	entries := &raft.AppendEntriesRequest{Term: 1, RPCHeader: hdr, PrevLogEntry: 6, PrevLogTerm: 1, LeaderCommitIndex: 6,

@@ -21,28 +21,11 @@ import (
 // then fetched again.
 func TestSequentialReadFetchesEachStripeOnce(t *testing.T) {
 	c := newCluster(t)
-	in := c.create("seq")
-	in.Layout = meta.Layout{K: 4, M: 2, StripeUnit: 64 << 10}
 	const stripes = 40
-	sb := int(in.Layout.StripeBytes())
-	want := randBytes(rand.New(rand.NewPCG(7, 8)), stripes*sb)
+	in, want := c.writtenFile(t, "seq", stripes, rand.New(rand.NewPCG(7, 8)))
 	ctx := context.Background()
-	w, err := c.client().Open(in)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := w.WriteAt(ctx, want, 0); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Flush(ctx); err != nil {
-		t.Fatal(err)
-	}
 	for round := 0; round < 3; round++ {
-		dc, err := New(c.mc, func(context.Context) (Topology, error) { return c.topo, nil }, Options{CacheBytes: 1, Logf: t.Logf})
-		if err != nil {
-			t.Fatal(err)
-		}
-		in.Size = uint64(len(want))
+		dc := c.uncachedClient(t)
 		f, err := dc.Open(in)
 		if err != nil {
 			t.Fatal(err)
@@ -70,26 +53,10 @@ func TestSequentialReadFetchesEachStripeOnce(t *testing.T) {
 // (they share one fetch) leave one entry in the file's recent stripes.
 func TestRecentHoldsAStripeOnce(t *testing.T) {
 	c := newCluster(t)
-	in := c.create("once")
-	in.Layout = meta.Layout{K: 4, M: 2, StripeUnit: 64 << 10}
+	in, _ := c.writtenFile(t, "once", 3, rand.New(rand.NewPCG(9, 10)))
 	ctx := context.Background()
-	w, err := c.client().Open(in)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := randBytes(rand.New(rand.NewPCG(9, 10)), 3*int(in.Layout.StripeBytes()))
-	if _, err := w.WriteAt(ctx, want, 0); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Flush(ctx); err != nil {
-		t.Fatal(err)
-	}
-	in.Size = uint64(len(want))
 	for round := 0; round < 5; round++ {
-		dc, err := New(c.mc, func(context.Context) (Topology, error) { return c.topo, nil }, Options{CacheBytes: 1, Logf: t.Logf})
-		if err != nil {
-			t.Fatal(err)
-		}
+		dc := c.uncachedClient(t)
 		f, err := dc.Open(in)
 		if err != nil {
 			t.Fatal(err)
@@ -129,23 +96,10 @@ func TestRecentHoldsAStripeOnce(t *testing.T) {
 // shard lost they still do (through the stripe, rebuilt).
 func TestRandomReadsOneShard(t *testing.T) {
 	c := newCluster(t)
-	in := c.create("rand")
-	in.Layout = meta.Layout{K: 4, M: 2, StripeUnit: 64 << 10}
-	ctx := context.Background()
-	w, err := c.client().Open(in)
-	if err != nil {
-		t.Fatal(err)
-	}
 	r := rand.New(rand.NewPCG(11, 12))
+	in, want := c.writtenFile(t, "rand", 4, r)
 	sb := int(in.Layout.StripeBytes())
-	want := randBytes(r, 4*sb)
-	if _, err := w.WriteAt(ctx, want, 0); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Flush(ctx); err != nil {
-		t.Fatal(err)
-	}
-	in.Size = uint64(len(want))
+	ctx := context.Background()
 	read := func(f *File, off, n int) {
 		t.Helper()
 		got, err := f.Read(ctx, make([]byte, n), int64(off))
@@ -153,10 +107,7 @@ func TestRandomReadsOneShard(t *testing.T) {
 			t.Fatalf("read of %d at %d: %d bytes, %v", n, off, len(got), err)
 		}
 	}
-	dc, err := New(c.mc, func(context.Context) (Topology, error) { return c.topo, nil }, Options{CacheBytes: 1, Logf: t.Logf})
-	if err != nil {
-		t.Fatal(err)
-	}
+	dc := c.uncachedClient(t)
 	defer dc.Close()
 	f, err := dc.Open(in)
 	if err != nil {
@@ -188,3 +139,37 @@ func TestRandomReadsOneShard(t *testing.T) {
 }
 
 func unitOff(l meta.Layout, i int) int { return i * int(l.StripeUnit) }
+
+// writtenFile creates name with EC 4+2 and 64 KiB units, writes stripes
+// whole stripes of bytes drawn from r through a client of its own and
+// flushes them; it returns the inode (Size set) and the bytes.
+func (c *testCluster) writtenFile(t *testing.T, name string, stripes int, r *rand.Rand) (meta.Inode, []byte) {
+	t.Helper()
+	in := c.create(name)
+	in.Layout = meta.Layout{K: 4, M: 2, StripeUnit: 64 << 10}
+	ctx := context.Background()
+	w, err := c.client().Open(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := randBytes(r, stripes*int(in.Layout.StripeBytes()))
+	if _, err := w.WriteAt(ctx, want, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	in.Size = uint64(len(want))
+	return in, want
+}
+
+// uncachedClient is a client whose shared stripe cache admits nothing, so
+// only a file's recent stripes serve repeated reads. The caller closes it.
+func (c *testCluster) uncachedClient(t *testing.T) *Client {
+	t.Helper()
+	dc, err := New(c.mc, func(context.Context) (Topology, error) { return c.topo, nil }, Options{CacheBytes: 1, Logf: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dc
+}

@@ -548,10 +548,10 @@ func (p *partition) idle() bool {
 		(p.closing == nil || p.abandon || p.ckpt.final)
 }
 
-// takeInbox handles up to max requests waiting in the inbox and reports
+// takeInbox handles up to limit requests waiting in the inbox and reports
 // whether there were any.
-func (p *partition) takeInbox(max int) bool {
-	for i := 0; i < max; i++ {
+func (p *partition) takeInbox(limit int) bool {
+	for i := 0; i < limit; i++ {
 		select {
 		case r := <-p.inbox:
 			p.handle(r)

@@ -84,6 +84,8 @@ type Client struct {
 	badSeen    uint64 // bad or missing shards met by reads (for Stats)
 	fetched    uint64 // stripes read from the dataplanes (for Stats)
 	shardsRead uint64 // shards read from the dataplanes (for Stats)
+	rangesRead uint64 // ranges of shards read from the dataplanes (for Stats)
+	rangeBytes uint64 // bytes those ranges asked for (for Stats)
 
 	dels chan deletion // replaced versions waiting for a deleter
 	done chan struct{} // closed by Close
@@ -307,6 +309,66 @@ func (c *Client) readDataShard(ctx context.Context, ino meta.Ino, l meta.Layout,
 		return nil, err
 	}
 	b, _ := out.(stripeData).view(0, unit)
+	return b, nil
+}
+
+// readRange returns the m bytes at offset w of data shard idx (w+m ≤
+// unit; read-only) of stripe s of ino at version v, which must not be in
+// the version's zero mask: from the cached stripe, the shard cached alone,
+// or the dataplane — those bytes only, not the shard. Such a read cannot
+// be checked against the writer's CRC of the whole shard; it rests on the
+// chunk store's CRC32C of every 4 KiB block it reads (checked on the
+// server before it answers; a mismatch answers a corruption error), the
+// reply frame's CRC32C (the wire), and the version check (the chunk is
+// the committed version's). A stored shard omits its trailing zeros, so
+// what lies past the chunk's end reads as zeros. An error (the shard
+// missing or corrupt, another version, the dataplane unreachable) sends
+// the caller to the stripe read, which rebuilds the shard.
+func (c *Client) readRange(ctx context.Context, ino meta.Ino, l meta.Layout, s, v uint64, idx, w, m int) ([]byte, error) {
+	unit := int(l.StripeUnit)
+	if w < 0 || m <= 0 || w+m > unit {
+		return nil, fmt.Errorf("data: range %d+%d of a %d-byte shard", w, m, unit)
+	}
+	if d, ok := c.cache.Get(cacheKey(ino, s, v)); ok {
+		if b, ok := d.view(idx*unit+w, m); ok {
+			return b, nil
+		}
+	}
+	if d, ok := c.cache.Get(shardKey(ino, s, v, idx)); ok {
+		if b, ok := d.view(w, m); ok {
+			return b, nil
+		}
+	}
+	if err := checkLayout(l); err != nil {
+		return nil, err
+	}
+	addrs, _, err := c.placeStripe(ctx, ino, l, s, false)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.opts.Timeout)
+	defer cancel()
+	c.mu.Lock()
+	c.rangesRead++
+	c.rangeBytes += uint64(m)
+	c.mu.Unlock()
+	frame := make([]byte, dataplane.ReadReplyHeader+m)
+	var r dataplane.ShardReply
+	err = retryBusy(ctx, func() (err error) {
+		r, err = c.dataplane(addrs[idx]).ReadShardInPlace(ctx, chunkID(ino, s, idx, v), int64(headerSize+w), frame)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := r.Verify(0, crc32.Checksum(r.Data, castagnoli)); err != nil {
+		return nil, fmt.Errorf("%w: %v", errBadShard, err)
+	}
+	if r.Version != v {
+		return nil, fmt.Errorf("%w: version %#x stored, %#x committed", errBadShard, r.Version, v)
+	}
+	b := frame[dataplane.ReadReplyHeader:]
+	clear(b[len(r.Data):]) // past the stored bytes: the shard's trailing zeros
 	return b, nil
 }
 
@@ -667,13 +729,15 @@ type Stats struct {
 	BadShards      uint64 // missing or bad shards reads met (and reconstructed around)
 	StripesFetched uint64 // stripes read from the dataplanes (cache misses)
 	ShardsRead     uint64 // shard reads sent to the dataplanes (stripes' and single ones)
+	RangesRead     uint64 // reads of part of a shard sent to the dataplanes (small reads)
+	RangeBytes     uint64 // bytes those asked for
 }
 
 // Stats returns the data path's counters.
 func (c *Client) Stats() Stats {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return Stats{BadShards: c.badSeen, StripesFetched: c.fetched, ShardsRead: c.shardsRead}
+	return Stats{BadShards: c.badSeen, StripesFetched: c.fetched, ShardsRead: c.shardsRead, RangesRead: c.rangesRead, RangeBytes: c.rangeBytes}
 }
 
 // Capacity sums the dataplanes' chunk store space, in file bytes at the

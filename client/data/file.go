@@ -327,10 +327,12 @@ func (f *File) read(ctx context.Context, p []byte, off int64, view bool) ([]byte
 
 // readOneShard returns the m bytes at offset so of stripe s (version v)
 // when they lie in one data shard and the stripe is not among the file's
-// recent ones, reading that shard alone (read-only bytes); false when
-// the stripe should be read whole (the bytes span shards, the stripe is
-// at hand, or the shard is missing or bad: the stripe's read rebuilds
-// it). Called with mu held; it may release it.
+// recent ones (read-only bytes): a read of the whole shard reads that
+// shard alone, checked end to end; a read of part of it reads just that
+// range (readRange). False when the stripe should be read whole (the
+// bytes span shards, the stripe is at hand, or the shard or range could
+// not be read: missing, corrupt, another version, its dataplane down —
+// the stripe's read rebuilds it). Called with mu held; it may release it.
 func (f *File) readOneShard(ctx context.Context, s, v uint64, so, m int) ([]byte, bool) {
 	unit := int(f.layout.StripeUnit)
 	idx, w := so/unit, so%unit
@@ -346,13 +348,22 @@ func (f *File) readOneShard(ctx context.Context, s, v uint64, so, m int) ([]byte
 		return nil, false // a zero shard: the stripe path answers zeros without a read
 	}
 	f.mu.Unlock()
-	b, err := f.c.readDataShard(ctx, f.ino, f.layout, s, v, idx)
+	var b []byte
+	var err error
+	if m < unit {
+		b, err = f.c.readRange(ctx, f.ino, f.layout, s, v, idx, w, m)
+	} else {
+		b, err = f.c.readDataShard(ctx, f.ino, f.layout, s, v, idx)
+	}
 	f.mu.Lock()
 	if err != nil {
 		if ctx.Err() == nil {
 			f.c.logf("data: inode %v stripe %d shard %d: %v (reading the stripe)", f.ino, s, idx, err)
 		}
 		return nil, false
+	}
+	if m < unit {
+		return b, true
 	}
 	return b[w : w+m : w+m], true
 }

@@ -91,9 +91,9 @@ func TestRecentHoldsAStripeOnce(t *testing.T) {
 	}
 }
 
-// TestRandomReadsOneShard: small reads out of order each read the one
-// shard they lie in, not the stripe, and return the written bytes; with a
-// shard lost they still do (through the stripe, rebuilt).
+// TestRandomReadsOneShard: small reads out of order each read their range
+// of the one shard they lie in, not the stripe, and return the written
+// bytes; with a shard lost they still do (through the stripe, rebuilt).
 func TestRandomReadsOneShard(t *testing.T) {
 	c := newCluster(t)
 	r := rand.New(rand.NewPCG(11, 12))
@@ -117,8 +117,8 @@ func TestRandomReadsOneShard(t *testing.T) {
 	for i := 0; i < reads; i++ {
 		read(f, 4096+r.IntN(len(want)-8192)&^4095, 4096)
 	}
-	if st := dc.Stats(); st.ShardsRead != reads || st.StripesFetched != 0 {
-		t.Fatalf("%d random 4 KiB reads: %d shard reads, %d stripe fetches; want %d, 0", reads, st.ShardsRead, st.StripesFetched, reads)
+	if st := dc.Stats(); st.RangesRead != reads || st.ShardsRead != 0 || st.StripesFetched != 0 {
+		t.Fatalf("%d random 4 KiB reads: %d ranges, %d shard reads, %d stripe fetches; want %d, 0, 0", reads, st.RangesRead, st.ShardsRead, st.StripesFetched, reads)
 	}
 	// Lose data shard 1 of stripe 2: a read there goes through the stripe.
 	svs, _, err := c.mc.Stripes(ctx, in.Ino, 0, 10)

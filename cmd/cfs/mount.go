@@ -69,6 +69,12 @@ func newMountCmd(stderr io.Writer) *cobra.Command {
 			mo := fuse.MountOptions{
 				FsName: "claudefs", Name: "claudefs", MaxWrite: 1 << 20, MaxReadAhead: 1 << 20,
 				Options: []string{"default_permissions"}, MaxBackground: 64, DirectMount: true, EnableLocks: true,
+				// ASYNC_DIO: the kernel sends an application's concurrent
+				// O_DIRECT reads and writes (libaio, io_uring, several
+				// threads) to us concurrently instead of one at a time; the
+				// data path serves them in parallel. go-fuse does not ask for
+				// it by default.
+				ExtraCapabilities: fuse.CAP_ASYNC_DIO,
 			}
 			for _, o := range opts {
 				for _, one := range strings.Split(o, ",") {

@@ -301,7 +301,7 @@ func (c *Client) readDataShard(ctx context.Context, ino meta.Ino, l meta.Layout,
 		if err := c.readShard(ctx, addrs[idx], chunkID(ino, s, idx, v), v, uint32(unit), slot); err != nil {
 			return nil, err
 		}
-		d := stripeData{b: slot, stride: slotHead + unit, off: slotHead, unit: unit}
+		d := stripeData{b: slot, stride: slotHead + unit, off: slotHead, unit: unit, k: 1}
 		c.cache.Set(key, d, d.cost())
 		return d, nil
 	})
@@ -432,7 +432,7 @@ func (c *Client) fetchStripe(ctx context.Context, ino meta.Ino, l meta.Layout, s
 			good++
 		}
 	}
-	sd := stripeData{b: data, stride: stride, off: slotHead, unit: unit}
+	sd := stripeData{b: data, stride: stride, off: slotHead, unit: unit, k: k}
 	if good == k {
 		return sd, nil
 	}
@@ -543,8 +543,9 @@ func (c *Client) readShard(ctx context.Context, addr string, id chunkstore.ID, v
 	return nil
 }
 
-// writeStripe encodes data (k × unit bytes) and stores the shards of a new
-// version of stripe s, returning the version. It does not commit.
+// writeStripe encodes data (at most k × unit bytes; zeros past its end)
+// and stores the shards of a new version of stripe s, returning the
+// version. It does not commit.
 func (c *Client) writeStripe(ctx context.Context, ino meta.Ino, l meta.Layout, s uint64, data []byte) (uint64, error) {
 	if err := checkLayout(l); err != nil {
 		return 0, err
@@ -557,7 +558,7 @@ func (c *Client) writeStripe(ctx context.Context, ino meta.Ino, l meta.Layout, s
 	lens := make([]int, n)
 	maxLen := 0
 	for i := 0; i < k; i++ {
-		shards[i] = data[i*unit : (i+1)*unit]
+		shards[i] = data[min(i*unit, len(data)):min((i+1)*unit, len(data))]
 		lens[i] = trimmedLen(shards[i])
 		maxLen = max(maxLen, lens[i])
 	}
@@ -571,7 +572,12 @@ func (c *Client) writeStripe(ctx context.Context, ino meta.Ino, l meta.Layout, s
 		}
 		parts := make([][]byte, n)
 		for i := 0; i < k; i++ {
-			parts[i] = shards[i][:el]
+			if len(shards[i]) >= el {
+				parts[i] = shards[i][:el]
+			} else { // a short stripe buffer: the coder wants el bytes
+				parts[i] = make([]byte, el)
+				copy(parts[i], shards[i])
+			}
 		}
 		for i := k; i < n; i++ {
 			parts[i] = make([]byte, el)

@@ -278,7 +278,11 @@ func (f *File) read(ctx context.Context, p []byte, off int64, view bool) ([]byte
 		s, so := pos/f.sb, pos%f.sb
 		m := int(min(uint64(n-done), f.sb-so))
 		if d, ok := f.dirty[s]; ok {
-			copy(p[done:done+m], d[so:])
+			got := 0
+			if so < uint64(len(d)) {
+				got = copy(p[done:done+m], d[so:])
+			}
+			clear(p[done+got : done+m]) // past the buffer's end: zeros
 			done += m
 			continue
 		}
@@ -435,8 +439,8 @@ func (f *File) WriteAt(ctx context.Context, p []byte, off int64) (int, error) {
 					continue
 				}
 			}
-			d = make([]byte, f.sb)
 			if v != 0 {
+				d = make([]byte, f.sb)
 				// Read-modify-write: the stripe's current bytes first.
 				f.mu.Unlock()
 				base, err := f.stripe(ctx, s, v)
@@ -449,6 +453,13 @@ func (f *File) WriteAt(ctx context.Context, p []byte, off int64) (int, error) {
 				}
 				base.copyAt(d, 0)
 			}
+			f.dirty[s] = d
+		}
+		if end := int(so) + m; end > len(d) {
+			if s > 0 || end > int(f.sb)/8 {
+				end = int(f.sb) // not a small file: the whole stripe at once
+			}
+			d = growStripe(d, end, int(f.sb))
 			f.dirty[s] = d
 		}
 		copy(d[so:], p[done:done+m])
@@ -464,6 +475,21 @@ func (f *File) WriteAt(ctx context.Context, p []byte, off int64) (int, error) {
 		}
 	}
 	return done, nil
+}
+
+// growStripe returns stripe buffer d grown to hold at least end bytes
+// (end ≤ sb): a new stripe's buffer holds only what was written so far,
+// the rest reads as zeros. A small file (its first stripe, up to an
+// eighth of it) so costs a small buffer, not a whole stripe (4 MiB to
+// allocate and clear, to scan for trailing zeros at flush, to hold in the
+// cache); one that grows doubles, from 64 KiB. Larger writes get the
+// whole stripe at once.
+func growStripe(d []byte, end, sb int) []byte {
+	n := min(max(end, 2*len(d), 64<<10), sb)
+	n = min((n+4095)&^4095, sb)
+	nd := make([]byte, n)
+	copy(nd, d)
+	return nd
 }
 
 // throttle waits while the file has too many flushes in flight, so a fast
@@ -528,7 +554,7 @@ func (f *File) flushStripe(s uint64, d []byte, size uint64) error {
 		f.c.deleteShards(f.ino, f.layout, s, v, nil)
 		return fmt.Errorf("data: commit of inode %v stripe %d: %w", f.ino, s, err)
 	}
-	f.c.cache.Set(cacheKey(f.ino, s, v), flatStripe(d, int(f.layout.StripeUnit)), int64(len(d)))
+	f.c.cache.Set(cacheKey(f.ino, s, v), flatStripe(d, int(f.layout.StripeUnit), int(f.layout.K)), int64(cap(d)))
 	f.mu.Lock()
 	f.versions[s] = v
 	f.mu.Unlock()
@@ -602,8 +628,8 @@ func (f *File) Truncate(ctx context.Context, size uint64, extra meta.SetAttr) (m
 	if err != nil {
 		return meta.Inode{}, err
 	}
-	nb := make([]byte, f.sb)
-	base.copyAt(nb[:size%f.sb], 0)
+	nb := make([]byte, size%f.sb) // the rest of the stripe: zeros
+	base.copyAt(nb, 0)
 	nv, err := f.c.writeStripe(ctx, f.ino, f.layout, s, nb)
 	if err != nil {
 		return meta.Inode{}, err
@@ -613,7 +639,7 @@ func (f *File) Truncate(ctx context.Context, size uint64, extra meta.SetAttr) (m
 		f.c.deleteShards(f.ino, f.layout, s, nv, nil)
 		return meta.Inode{}, err
 	}
-	f.c.cache.Set(cacheKey(f.ino, s, nv), flatStripe(nb, int(f.layout.StripeUnit)), int64(len(nb)))
+	f.c.cache.Set(cacheKey(f.ino, s, nv), flatStripe(nb, int(f.layout.StripeUnit), int(f.layout.K)), int64(cap(nb)))
 	f.mu.Lock()
 	f.versions[s] = nv
 	f.mu.Unlock()

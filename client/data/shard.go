@@ -168,34 +168,44 @@ func checkBody(chunk []byte, bodyCRC uint32) error {
 // unit bytes, shard i at b[i*stride+off:]. Stripes read from dataplanes
 // keep each shard where it was read, after the read reply's header and
 // the shard's (stride slotHead + unit), so no copy is made; stripes just
-// written are contiguous.
+// written are contiguous and may be short: a small file's stripe buffer
+// holds only the bytes written, and what lies past the end of b reads as
+// zeros.
 type stripeData struct {
-	b                 []byte
-	stride, off, unit int
+	b                    []byte
+	stride, off, unit, k int // k: the shards (data bytes k*unit)
 }
 
-func flatStripe(b []byte, unit int) stripeData { return stripeData{b: b, stride: unit, unit: unit} }
+// flatStripe is the contiguous stripe of k shards of unit bytes in b,
+// which may be short (zeros past its end).
+func flatStripe(b []byte, unit, k int) stripeData {
+	return stripeData{b: b, stride: unit, unit: unit, k: k}
+}
 
-// copyAt copies the stripe's bytes from offset off into dst and returns
-// how many it copied (fewer at the stripe's end).
+// copyAt fills dst with the stripe's bytes from offset off (bytes past
+// the end of b are zeros) and returns how many it filled (fewer only at
+// the stripe's end).
 func (d stripeData) copyAt(dst []byte, off int) int {
 	n := 0
-	for n < len(dst) {
+	for n < len(dst) && off+n < d.k*d.unit {
 		i, w := (off+n)/d.unit, (off+n)%d.unit
-		if (i+1)*d.stride > len(d.b) {
-			break
+		start, end := i*d.stride+d.off+w, i*d.stride+d.off+d.unit
+		m := min(len(dst)-n, end-start)
+		got := 0
+		if start < len(d.b) {
+			got = copy(dst[n:n+m], d.b[start:min(end, len(d.b))])
 		}
-		start := i*d.stride + d.off + w
-		n += copy(dst[n:], d.b[start:i*d.stride+d.off+d.unit])
+		clear(dst[n+got : n+m])
+		n += m
 	}
 	return n
 }
 
 // view returns the stripe's n bytes from offset off in place, if they lie
-// in one shard.
+// in one shard and in b.
 func (d stripeData) view(off, n int) ([]byte, bool) {
 	i, w := off/d.unit, off%d.unit
-	if w+n > d.unit || (i+1)*d.stride > len(d.b) {
+	if w+n > d.unit || i >= d.k || i*d.stride+d.off+w+n > len(d.b) {
 		return nil, false
 	}
 	start := i*d.stride + d.off + w

@@ -32,12 +32,15 @@ type File struct {
 	size     uint64
 	versions map[uint64]uint64 // stripe → committed version (absent: a hole)
 	windows  map[uint64]bool   // version windows loaded
-	dirty    map[uint64][]byte // stripe → its whole new content (sb bytes)
+	dirty    map[uint64][]byte // stripe → its new content (up to sb bytes; zeros past the end)
 	flushing map[uint64]chan struct{}
-	err      error  // the first failure of a background flush, until Flush reports it
-	raNext   uint64 // stripes below it were fetched by readahead already
-	lastEnd  uint64 // where the last read ended: a read from there is sequential
-	sem      chan struct{}
+	err      error // the first failure of a background flush, until Flush reports it
+	// pending holds attribute changes made while data was buffered, to be
+	// committed with that data, in the same metadata command (DeferAttr).
+	pending meta.SetAttr
+	raNext  uint64 // stripes below it were fetched by readahead already
+	lastEnd uint64 // where the last read ended: a read from there is sequential
+	sem     chan struct{}
 	// recent holds the stripes this file fetched last (at most
 	// recentStripes), whatever the shared cache admitted: a sequential
 	// reader's next kernel reads hit them.
@@ -169,6 +172,51 @@ func (f *File) Dirty() bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return len(f.dirty) > 0 || len(f.flushing) > 0
+}
+
+// DeferAttr holds the attribute changes a (mode and explicit atime and
+// mtime only) to be committed with the file's buffered data when it is
+// flushed (fsync, close), in the same metadata command, after the stripes:
+// a file written and then given its times and mode (cp -a, tar, rsync)
+// costs one commit instead of three, and its times are not overwritten by
+// the flush's. It defers nothing and returns false when a holds anything
+// else or no data is buffered or in flight; the caller then commits a
+// itself (no flush can follow it and overwrite its mtime). Until the
+// flush, another client sees neither the data nor these attributes.
+func (f *File) DeferAttr(a meta.SetAttr) bool {
+	if a.Mask == 0 || a.Mask&^(meta.AttrMode|meta.AttrAtime|meta.AttrMtime) != 0 {
+		return false
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.dirty) == 0 && len(f.flushing) == 0 {
+		return false
+	}
+	f.pending = mergeAttr(f.pending, a)
+	return true
+}
+
+// PendingAttr returns the attribute changes DeferAttr holds (Mask 0: none).
+func (f *File) PendingAttr() meta.SetAttr {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.pending
+}
+
+// mergeAttr returns the changes of old then a: a's fields where a has
+// them, old's elsewhere.
+func mergeAttr(old, a meta.SetAttr) meta.SetAttr {
+	if a.Mask&meta.AttrMode != 0 {
+		old.Mode = a.Mode
+	}
+	if a.Mask&meta.AttrAtime != 0 {
+		old.Atime = a.Atime
+	}
+	if a.Mask&meta.AttrMtime != 0 {
+		old.Mtime = a.Mtime
+	}
+	old.Mask |= a.Mask
+	return old
 }
 
 // Refresh forgets what the file knew of metadata when it has nothing
@@ -410,6 +458,8 @@ func (f *File) WriteAt(ctx context.Context, p []byte, off int64) (int, error) {
 		f.err = nil
 		return 0, err
 	}
+	// A write after a deferred mtime: the flush's mtime (the write's) wins.
+	f.pending.Mask &^= meta.AttrMtime
 	done := 0
 	for done < len(p) {
 		pos := uint64(off) + uint64(done)
@@ -514,16 +564,19 @@ func (f *File) throttle(ctx context.Context) error {
 	return nil
 }
 
-// startFlush hands dirty stripe s to a background flush. Called with mu held.
+// startFlush hands dirty stripe s to a background flush, with the
+// deferred attribute changes. Called with mu held.
 func (f *File) startFlush(s uint64) {
 	d := f.dirty[s]
 	delete(f.dirty, s)
 	ch := make(chan struct{})
 	f.flushing[s] = ch
 	size := min(f.size, (s+1)*f.sb)
+	a := f.pending
+	f.pending = meta.SetAttr{}
 	go func() {
 		f.sem <- struct{}{}
-		err := f.flushStripe(s, d, size)
+		err := f.flushStripe(s, d, size, a)
 		<-f.sem
 		f.mu.Lock()
 		delete(f.flushing, s)
@@ -531,6 +584,7 @@ func (f *File) startFlush(s uint64) {
 			if _, ok := f.dirty[s]; !ok {
 				f.dirty[s] = d // keep the data: a later Flush tries again
 			}
+			f.pending = mergeAttr(a, f.pending) // and the changes, under newer ones
 			if f.err == nil {
 				f.err = err
 			}
@@ -541,15 +595,16 @@ func (f *File) startFlush(s uint64) {
 }
 
 // flushStripe writes and commits one stripe: shards first, then the
-// version in metadata, then the old version's shards go.
-func (f *File) flushStripe(s uint64, d []byte, size uint64) error {
+// version in metadata (with the attribute changes a), then the old
+// version's shards go.
+func (f *File) flushStripe(s uint64, d []byte, size uint64, a meta.SetAttr) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*f.c.opts.Timeout)
 	defer cancel()
 	v, err := f.c.writeStripe(ctx, f.ino, f.layout, s, d)
 	if err != nil {
 		return err
 	}
-	_, res, err := f.c.meta.CommitStripes(ctx, f.ino, []meta.StripeVersion{{Index: s, Version: v}}, size)
+	_, res, err := f.c.meta.CommitStripesAttr(ctx, f.ino, []meta.StripeVersion{{Index: s, Version: v}}, size, a)
 	if err != nil {
 		f.c.deleteShards(f.ino, f.layout, s, v, nil)
 		return fmt.Errorf("data: commit of inode %v stripe %d: %w", f.ino, s, err)
@@ -583,9 +638,24 @@ func (f *File) Flush(ctx context.Context) error {
 		}
 	}
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	err := f.err
 	f.err = nil
+	// Deferred changes no stripe flush took (its data went out before
+	// they were made): committed alone.
+	a := f.pending
+	f.pending = meta.SetAttr{}
+	f.mu.Unlock()
+	if a.Mask != 0 && err == nil {
+		if _, _, err = f.c.meta.SetAttr(ctx, f.ino, a); err != nil {
+			f.mu.Lock()
+			f.pending = mergeAttr(a, f.pending)
+			f.mu.Unlock()
+		}
+	} else if a.Mask != 0 {
+		f.mu.Lock()
+		f.pending = mergeAttr(a, f.pending)
+		f.mu.Unlock()
+	}
 	return err
 }
 

@@ -74,6 +74,9 @@ type openFile struct {
 	refs   int
 	orphan string     // its name in OrphanDir once unlinked, else ""
 	attr   meta.Inode // the attributes last read: what fstat answers if a race deleted it anyway
+	// aclFree: created by this mount and given no access ACL through it
+	// since, so no stored ACL needs removing when a minimal one is set.
+	aclFree bool
 }
 
 // New returns the file system of the cluster mc and dc talk to.
@@ -183,6 +186,15 @@ func (f *FS) release(ctx context.Context, of *openFile) error {
 		}
 	}
 	return err
+}
+
+// noteAttr records in as the attributes last read of ino, if open here.
+func (f *FS) noteAttr(in *meta.Inode) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if of := f.open[in.Ino]; of != nil {
+		of.attr = *in
+	}
 }
 
 // opened returns the open state of ino, if the mount has it open.
@@ -332,6 +344,18 @@ func (f *FS) fillAttr(in *meta.Inode, out *fuse.Attr) {
 	if of := f.opened(in.Ino); of != nil {
 		if of.f.Dirty() {
 			out.Size = of.f.Size()
+		}
+		if a := of.f.PendingAttr(); a.Mask != 0 { // deferred until the data's commit
+			if a.Mask&meta.AttrMode != 0 {
+				out.Mode = out.Mode&syscall.S_IFMT | a.Mode&^syscall.S_IFMT
+			}
+			if a.Mask&meta.AttrAtime != 0 {
+				at = time.Unix(0, a.Atime)
+			}
+			if a.Mask&meta.AttrMtime != 0 {
+				mt = time.Unix(0, a.Mtime)
+			}
+			out.SetTimes(&at, &mt, &ct)
 		}
 		out.Blocks = (out.Size + 511) / 512
 		f.mu.Lock()

@@ -2,6 +2,7 @@ package fusefs_test
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/hanwen/go-fuse/v2/posixtest"
+	"golang.org/x/sys/unix"
 
 	"github.com/claudefs/claudefs/client/fusefs"
 )
@@ -251,6 +253,126 @@ func TestMount(t *testing.T) {
 		}
 		if got, err := os.ReadFile(filepath.Join(b, "survivor")); err != nil || !bytes.Equal(got, want) {
 			t.Fatalf("read back after the restart: %v", err)
+		}
+	})
+
+	// cp -a writes each file, then sets its times (utimensat) and its mode
+	// as a minimal ACL (fsetxattr system.posix_acl_access), all before
+	// close: the copy must have the source's mode and times, in this mount
+	// and in another after close, and store no ACL.
+	t.Run("cp-a-attributes", func(t *testing.T) {
+		src := t.TempDir()
+		past := time.Date(2020, 1, 2, 3, 4, 5, 600_000_000, time.UTC)
+		for i, mode := range []os.FileMode{0o644, 0o755, 0o600, 0o640} {
+			p := filepath.Join(src, fmt.Sprintf("f%d", i))
+			if err := os.WriteFile(p, bytes.Repeat([]byte{byte(i)}, 3000*(i+1)), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(p, mode); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chtimes(p, past, past.Add(time.Duration(i)*time.Hour)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if out, err := exec.Command("cp", "-a", src, filepath.Join(a, "cpa")).CombinedOutput(); err != nil {
+			t.Fatalf("cp -a: %v\n%s", err, out)
+		}
+		for i := 0; i < 4; i++ {
+			want, err := os.Stat(filepath.Join(src, fmt.Sprintf("f%d", i)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, m := range []string{a, b} {
+				p := filepath.Join(m, "cpa", fmt.Sprintf("f%d", i))
+				got, err := os.Stat(p)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got.Mode() != want.Mode() || !got.ModTime().Equal(want.ModTime()) || got.Size() != want.Size() {
+					t.Errorf("%s: %v %v %d bytes, want %v %v %d", p, got.Mode(), got.ModTime(), got.Size(), want.Mode(), want.ModTime(), want.Size())
+				}
+				if n, err := unix.Listxattr(p, make([]byte, 256)); err != nil || n != 0 {
+					t.Errorf("%s: %d bytes of xattr names (%v), want none (a minimal ACL is the mode)", p, n, err)
+				}
+			}
+		}
+	})
+
+	// Attribute changes on a file being written: one that takes a
+	// permission away is seen by another mount at once; a write after a
+	// set mtime moves it again, as on a local file system.
+	t.Run("attributes-while-writing", func(t *testing.T) {
+		p := filepath.Join(a, "writing")
+		f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY, 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if _, err := f.Write([]byte("first")); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Chmod(0o600); err != nil {
+			t.Fatal(err)
+		}
+		if st, err := os.Stat(filepath.Join(b, "writing")); err != nil || st.Mode().Perm() != 0o600 {
+			t.Fatalf("the other mount sees %v (%v) before close, want -rw------- at once", st.Mode(), err)
+		}
+		past := time.Date(2021, 5, 6, 7, 8, 9, 0, time.UTC)
+		if err := os.Chtimes(p, past, past); err != nil {
+			t.Fatal(err)
+		}
+		if st, err := f.Stat(); err != nil || !st.ModTime().Equal(past) {
+			t.Fatalf("mtime %v (%v) after utimes, want %v", st.ModTime(), err, past)
+		}
+		if _, err := f.Write([]byte("second")); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Close(); err != nil {
+			t.Fatal(err)
+		}
+		// A name b has not looked up: b's kernel caches what it saw of
+		// "writing" for a second.
+		if err := os.Rename(p, p+"-closed"); err != nil {
+			t.Fatal(err)
+		}
+		st, err := os.Stat(filepath.Join(b, "writing-closed"))
+		if err != nil || time.Since(st.ModTime()) > time.Minute || st.Size() != 11 {
+			t.Fatalf("after a write that followed utimes: mtime %v, %d bytes (%v); want about now, 11", st.ModTime(), st.Size(), err)
+		}
+	})
+
+	// An extended ACL (a named user) is stored and read back; the mode's
+	// group bits become its mask, as Linux file systems do.
+	t.Run("extended-acl", func(t *testing.T) {
+		p := filepath.Join(a, "acl")
+		if err := os.WriteFile(p, []byte("x"), 0o640); err != nil {
+			t.Fatal(err)
+		}
+		ent := func(tag, perm uint16, id uint32) []byte {
+			e := make([]byte, 8)
+			binary.LittleEndian.PutUint16(e, tag)
+			binary.LittleEndian.PutUint16(e[2:], perm)
+			binary.LittleEndian.PutUint32(e[4:], id)
+			return e
+		}
+		acl := binary.LittleEndian.AppendUint32(nil, 2)
+		for _, e := range [][]byte{ent(0x01, 6, 0xffffffff), ent(0x02, 7, 1234), ent(0x04, 4, 0xffffffff), ent(0x10, 5, 0xffffffff), ent(0x20, 0, 0xffffffff)} {
+			acl = append(acl, e...)
+		}
+		if err := unix.Setxattr(p, "system.posix_acl_access", acl, 0); err != nil {
+			t.Fatal(err)
+		}
+		got := make([]byte, 256)
+		n, err := unix.Getxattr(filepath.Join(b, "acl"), "system.posix_acl_access", got)
+		if err != nil || !bytes.Equal(got[:n], acl) {
+			t.Fatalf("the ACL read back: %x (%v), want %x", got[:n], err, acl)
+		}
+		if st, err := os.Stat(filepath.Join(b, "acl")); err != nil || st.Mode().Perm() != 0o650 {
+			t.Fatalf("mode %v (%v), want -rw-r-x--- (the mask as group bits)", st.Mode(), err)
+		}
+		if err := unix.Setxattr(p, "system.posix_acl_access", acl[:len(acl)-1], 0); err != syscall.EINVAL {
+			t.Fatalf("a torn ACL: %v, want EINVAL", err)
 		}
 	})
 

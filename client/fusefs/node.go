@@ -115,6 +115,7 @@ func (n *node) Getattr(ctx context.Context, _ fs.FileHandle, out *fuse.AttrOut) 
 	if e != 0 {
 		return e
 	}
+	n.fs.noteAttr(&in)
 	n.fs.fillAttr(&in, &out.Attr)
 	return 0
 }
@@ -157,13 +158,40 @@ func (n *node) Setattr(ctx context.Context, _ fs.FileHandle, in *fuse.SetAttrIn,
 	if size, ok := in.GetSize(); ok {
 		res, err = n.truncate(ctx, size, a)
 	} else {
-		res, _, err = n.fs.mc.SetAttr(ctx, n.ino, a)
+		res, err = n.setattr(ctx, a)
 	}
 	if err != nil {
 		return n.fs.errno("setattr", err)
 	}
 	n.fs.fillAttr(&res, &out.Attr)
 	return 0
+}
+
+// setattr applies a (no size change) and returns the attributes. On a
+// file this mount is writing, changes of times and mode that take no
+// permission away wait for the data's commit and go in the same metadata
+// command (data.File.DeferAttr): cp -a's utimensat and ACL-as-chmod after
+// its writes cost no commit of their own. Taking a permission away is
+// committed at once, so no other client keeps access it should lose.
+func (n *node) setattr(ctx context.Context, a meta.SetAttr) (meta.Inode, error) {
+	if of := n.fs.opened(n.ino); of != nil {
+		n.fs.mu.Lock()
+		cur := of.attr
+		n.fs.mu.Unlock()
+		if p := of.f.PendingAttr(); p.Mask&meta.AttrMode != 0 {
+			cur.Mode = cur.Mode&meta.ModeType | p.Mode&^meta.ModeType
+		}
+		const perms = 0o7777
+		loosens := a.Mask&meta.AttrMode == 0 || cur.Mode&perms&^(a.Mode&perms) == 0
+		if loosens && of.f.DeferAttr(a) {
+			return cur, nil // fillAttr adds the deferred changes
+		}
+	}
+	res, _, err := n.fs.mc.SetAttr(ctx, n.ino, a)
+	if err == nil {
+		n.fs.noteAttr(&res)
+	}
+	return res, err
 }
 
 // truncate cuts or grows a regular file through its data (open or not).
@@ -220,6 +248,11 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	of, err := n.fs.acquire(in)
 	if err != nil {
 		return nil, nil, 0, n.fs.errno("create", err)
+	}
+	if !existed {
+		n.fs.mu.Lock()
+		of.aclFree = true
+		n.fs.mu.Unlock()
 	}
 	if existed && flags&syscall.O_TRUNC != 0 {
 		if in, err = of.f.Truncate(ctx, 0, meta.SetAttr{}); err != nil {
@@ -487,6 +520,9 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 
 func (n *node) Setxattr(ctx context.Context, attr string, value []byte, flags uint32) syscall.Errno {
 	ctx = detach(ctx)
+	if attr == aclAccessXattr {
+		return n.fs.errno("setxattr", n.setAccessACL(ctx, value))
+	}
 	var f uint32
 	if flags&1 != 0 { // XATTR_CREATE
 		f |= meta.FlagXattrCreate

@@ -304,10 +304,21 @@ func (c *Client) SetAttr(ctx context.Context, ino meta.Ino, a meta.SetAttr) (met
 // CommitStripes records new stripe versions of a file and grows its size
 // to at least size; the result names the replaced versions.
 func (c *Client) CommitStripes(ctx context.Context, ino meta.Ino, stripes []meta.StripeVersion, size uint64) (meta.Inode, meta.Result, error) {
+	return c.CommitStripesAttr(ctx, ino, stripes, size, meta.SetAttr{})
+}
+
+// CommitStripesAttr is CommitStripes followed, in the same command, by the
+// attribute changes a (none if a.Mask is 0): both or neither happen, and
+// a's times are the ones that stay (the commit sets mtime first).
+func (c *Client) CommitStripesAttr(ctx context.Context, ino meta.Ino, stripes []meta.StripeVersion, size uint64, a meta.SetAttr) (meta.Inode, meta.Result, error) {
 	if len(stripes) > meta.MaxStripesPerCommit {
 		return meta.Inode{}, meta.Result{}, fmt.Errorf("metaclient: %d stripes in one commit, at most %d", len(stripes), meta.MaxStripesPerCommit)
 	}
-	res, err := c.exec(ctx, ino.Shard(), []meta.Part{{Kind: meta.PartCommitStripes, Ino: ino, Stripes: stripes, Size: size}})
+	parts := []meta.Part{{Kind: meta.PartCommitStripes, Ino: ino, Stripes: stripes, Size: size}}
+	if a.Mask != 0 {
+		parts = append(parts, meta.Part{Kind: meta.PartSetAttr, Ino: ino, Attr: a})
+	}
+	res, err := c.exec(ctx, ino.Shard(), parts)
 	if err != nil {
 		return meta.Inode{}, meta.Result{}, err
 	}

@@ -104,13 +104,9 @@ func (n *node) setAccessACL(ctx context.Context, value []byte) error {
 	}
 	mode := meta.SetAttr{Mask: meta.AttrMode, Mode: cur.Mode&0o7000 | perm}
 	if extended {
+		n.fs.xattrsChanged(n.ino)
 		if err := n.fs.mc.SetXattr(ctx, n.ino, aclAccessXattr, value, 0); err != nil {
 			return err
-		}
-		if of != nil {
-			n.fs.mu.Lock()
-			of.aclFree = false
-			n.fs.mu.Unlock()
 		}
 		_, err := n.setattr(ctx, mode)
 		return err
@@ -118,13 +114,8 @@ func (n *node) setAccessACL(ctx context.Context, value []byte) error {
 	if _, err := n.setattr(ctx, mode); err != nil {
 		return err
 	}
-	if of != nil {
-		n.fs.mu.Lock()
-		free := of.aclFree
-		n.fs.mu.Unlock()
-		if free {
-			return nil
-		}
+	if n.fs.knownNoXattrs(n.ino) {
+		return nil // none stored to remove
 	}
 	if err := n.fs.mc.RemoveXattr(ctx, n.ino, aclAccessXattr); err != nil && !errors.Is(err, syscall.ENODATA) {
 		return err

@@ -74,9 +74,13 @@ type openFile struct {
 	refs   int
 	orphan string     // its name in OrphanDir once unlinked, else ""
 	attr   meta.Inode // the attributes last read: what fstat answers if a race deleted it anyway
-	// aclFree: created by this mount and given no access ACL through it
-	// since, so no stored ACL needs removing when a minimal one is set.
-	aclFree bool
+	// noXattrs: created by this mount and given no stored extended
+	// attribute through it since, so it has none: getxattr, listxattr and
+	// removexattr are answered here without asking metadata (the kernel
+	// asks for security.capability before every write), and a minimal ACL
+	// has no stored one to remove. Another client setting one on the file
+	// in that window is not seen here until it is closed and reopened.
+	noXattrs bool
 }
 
 // New returns the file system of the cluster mc and dc talk to.
@@ -194,6 +198,25 @@ func (f *FS) noteAttr(in *meta.Inode) {
 	defer f.mu.Unlock()
 	if of := f.open[in.Ino]; of != nil {
 		of.attr = *in
+	}
+}
+
+// knownNoXattrs reports whether ino is open here with no extended
+// attributes (openFile.noXattrs).
+func (f *FS) knownNoXattrs(ino meta.Ino) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	of := f.open[ino]
+	return of != nil && of.noXattrs
+}
+
+// xattrsChanged notes that ino, if open here, may now have extended
+// attributes.
+func (f *FS) xattrsChanged(ino meta.Ino) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if of := f.open[ino]; of != nil {
+		of.noXattrs = false
 	}
 }
 

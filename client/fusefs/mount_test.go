@@ -376,6 +376,43 @@ func TestMount(t *testing.T) {
 		}
 	})
 
+	// A file this mount created answers its (absent) extended attributes
+	// itself while open; one set through the mount is seen at once, here
+	// and, after close, in the other mount.
+	t.Run("xattrs-of-new-file", func(t *testing.T) {
+		p := filepath.Join(a, "xnew")
+		f, err := os.Create(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if _, err := f.Write([]byte("data")); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 64)
+		if _, err := unix.Getxattr(p, "user.k", buf); err != unix.ENODATA {
+			t.Fatalf("getxattr of a new file: %v, want ENODATA", err)
+		}
+		if err := unix.Removexattr(p, "user.k"); err != unix.ENODATA {
+			t.Fatalf("removexattr of a new file: %v, want ENODATA", err)
+		}
+		if err := unix.Setxattr(p, "user.k", []byte("v1"), 0); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := unix.Getxattr(p, "user.k", buf); err != nil || string(buf[:n]) != "v1" {
+			t.Fatalf("getxattr after set: %q, %v", buf[:n], err)
+		}
+		if n, err := unix.Listxattr(p, buf); err != nil || string(buf[:n]) != "user.k\x00" {
+			t.Fatalf("listxattr after set: %q, %v", buf[:n], err)
+		}
+		if err := f.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := unix.Getxattr(filepath.Join(b, "xnew"), "user.k", buf); err != nil || string(buf[:n]) != "v1" {
+			t.Fatalf("the other mount's getxattr: %q, %v", buf[:n], err)
+		}
+	})
+
 	t.Run("fio-verify", func(t *testing.T) {
 		if _, err := exec.LookPath("fio"); err != nil {
 			t.Skip("fio not installed (make tools installs it)")

@@ -251,7 +251,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	}
 	if !existed {
 		n.fs.mu.Lock()
-		of.aclFree = true
+		of.noXattrs = true
 		n.fs.mu.Unlock()
 	}
 	if existed && flags&syscall.O_TRUNC != 0 {
@@ -508,6 +508,9 @@ func (n *node) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 
 func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
 	ctx = detach(ctx)
+	if n.fs.knownNoXattrs(n.ino) {
+		return 0, syscall.ENODATA
+	}
 	v, err := n.fs.mc.GetXattr(ctx, n.ino, attr)
 	if err != nil {
 		return 0, n.fs.errno("getxattr", err)
@@ -530,11 +533,15 @@ func (n *node) Setxattr(ctx context.Context, attr string, value []byte, flags ui
 	if flags&2 != 0 { // XATTR_REPLACE
 		f |= meta.FlagXattrReplace
 	}
+	n.fs.xattrsChanged(n.ino) // before: a getxattr racing the set must ask
 	return n.fs.errno("setxattr", n.fs.mc.SetXattr(ctx, n.ino, attr, value, f))
 }
 
 func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
 	ctx = detach(ctx)
+	if n.fs.knownNoXattrs(n.ino) {
+		return 0, 0
+	}
 	names, err := n.fs.mc.ListXattr(ctx, n.ino)
 	if err != nil {
 		return 0, n.fs.errno("listxattr", err)
@@ -552,6 +559,9 @@ func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errn
 
 func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 	ctx = detach(ctx)
+	if n.fs.knownNoXattrs(n.ino) {
+		return syscall.ENODATA
+	}
 	return n.fs.errno("removexattr", n.fs.mc.RemoveXattr(ctx, n.ino, attr))
 }
 

@@ -347,7 +347,7 @@ func (s ShardSM) finish(w *kvsm.Writer, c *Command) (*Result, error) {
 }
 
 func addCounter(w *kvsm.Writer, kind byte, delta int64) error {
-	v, _, err := w.Get(key1(kind))
+	v, _, err := w.GetPinned(key1(kind))
 	if err != nil {
 		return err
 	}
@@ -416,6 +416,14 @@ func (t *tx) checkLock(key []byte) error {
 	if t.checked[string(key)] {
 		return nil
 	}
+	// While the shard holds no lock at all (no transaction between its
+	// prepare and finish: the common case) there is nothing to look up.
+	if held, err := t.w.AnyUnder(lockPrefix); err != nil {
+		return err
+	} else if !held {
+		t.checked[string(key)] = true
+		return nil
+	}
 	v, found, err := t.w.Get(lockKey(key))
 	if err != nil {
 		return err
@@ -466,7 +474,7 @@ func (t *tx) counter(kind byte) (uint64, error) {
 	if o, ok := t.ov[string(key)]; ok {
 		return u64(o.value), nil
 	}
-	v, _, err := t.w.Get(key)
+	v, _, err := t.w.GetPinned(key) // read by every create: kept in memory
 	return u64(v), err
 }
 

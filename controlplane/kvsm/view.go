@@ -110,9 +110,7 @@ func (w *Writer) Scan(start, end []byte, fn func(key, value []byte) bool) error 
 // Set stores value under key.
 func (w *Writer) Set(key, value []byte) error {
 	if w.m != nil {
-		if err := w.m.set(w, key, value, true); err != nil {
-			return err
-		}
+		w.m.set(key, value, true)
 	}
 	return w.b.Set(groupKey(prefixData, w.group, key), value, nil)
 }
@@ -120,9 +118,7 @@ func (w *Writer) Set(key, value []byte) error {
 // Delete removes key.
 func (w *Writer) Delete(key []byte) error {
 	if w.m != nil {
-		if err := w.m.set(w, key, nil, false); err != nil {
-			return err
-		}
+		w.m.set(key, nil, false)
 	}
 	return w.b.Delete(groupKey(prefixData, w.group, key), nil)
 }

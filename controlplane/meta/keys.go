@@ -49,8 +49,11 @@ func stripeKey(ino Ino, idx uint64) []byte {
 func garbageKey(ino Ino) []byte { return keyIno('g', ino) }
 func lockKey(k []byte) []byte   { return append([]byte{keySpace, 'l'}, k...) }
 
-// lockPrefix starts every lock key.
-var lockPrefix = []byte{keySpace, 'l'}
+// lockPrefix starts every lock key, reqPrefix every request record's.
+var (
+	lockPrefix = []byte{keySpace, 'l'}
+	reqPrefix  = []byte{keySpace, 'q'}
+)
 
 func intentKey(txid uint64) []byte    { return keyIno('t', Ino(txid)) }
 func decideKey(txid uint64) []byte    { return keyIno('T', Ino(txid)) }

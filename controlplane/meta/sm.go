@@ -99,10 +99,17 @@ func (s ShardSM) apply(w *kvsm.Writer, index uint64, c *Command) (*Result, error
 
 func (s ShardSM) exec(w *kvsm.Writer, index uint64, c *Command) (*Result, error) {
 	if c.ReqID != 0 {
-		if v, found, err := w.Get(reqKey(c.ReqID)); err != nil {
+		// A request id is almost never there (only a resend after an
+		// unknown outcome finds it): the memo knows without a get.
+		k := reqKey(c.ReqID)
+		if may, err := w.MayHave(reqPrefix, k); err != nil {
 			return nil, err
-		} else if found && len(v) > 8 {
-			return DecodeResult(v[8:])
+		} else if may {
+			if v, found, err := w.Get(k); err != nil {
+				return nil, err
+			} else if found && len(v) > 8 {
+				return DecodeResult(v[8:])
+			}
 		}
 	}
 	t := newTx(w, s.Shard, index, c, modeExec)

@@ -33,6 +33,8 @@ type FSM struct {
 	app   Applier
 
 	applied atomic.Uint64 // last index whose effects are committed to State
+	// m is the group's memo (memo.go); only the FSM goroutine touches it.
+	m memo
 	// failMu guards fail. fail is sticky: once set nothing more is applied.
 	failMu sync.Mutex
 	fail   error
@@ -120,7 +122,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 		applied := f.applied.Load()
 		b := db.NewIndexedBatch()
 		defer b.Close()
-		w := &Writer{b: b, group: f.group}
+		w := &Writer{b: b, group: f.group, m: &f.m}
 		last := applied
 		for i, l := range logs {
 			if l.Index <= applied {

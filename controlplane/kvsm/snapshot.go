@@ -273,6 +273,7 @@ func grow(b []byte, n int) []byte {
 // replaced) until a later Restore succeeds.
 func (f *FSM) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
+	f.m.reset() // whatever the outcome, the group's keys are not what the memo saw
 	touched := false
 	err := f.st.use(func(db *pebble.DB) error {
 		sr, err := newSnapshotReader(rc)

@@ -94,6 +94,7 @@ func (l liveReader) Scan(start, end []byte, fn func(key, value []byte) bool) err
 type Writer struct {
 	b     *pebble.Batch // indexed
 	group uint32
+	m     *memo // the FSM's; nil: none (GetPinned and AnyUnder read Pebble)
 }
 
 // Get reads through the pending batch.
@@ -108,11 +109,17 @@ func (w *Writer) Scan(start, end []byte, fn func(key, value []byte) bool) error 
 
 // Set stores value under key.
 func (w *Writer) Set(key, value []byte) error {
+	if w.m != nil {
+		w.m.set(key, value, true)
+	}
 	return w.b.Set(groupKey(prefixData, w.group, key), value, nil)
 }
 
 // Delete removes key.
 func (w *Writer) Delete(key []byte) error {
+	if w.m != nil {
+		w.m.set(key, nil, false)
+	}
 	return w.b.Delete(groupKey(prefixData, w.group, key), nil)
 }
 
@@ -123,6 +130,9 @@ func (w *Writer) DeleteRange(start, end []byte) error {
 	_, upper := dataBounds(w.group)
 	if end != nil {
 		upper = groupKey(prefixData, w.group, end)
+	}
+	if w.m != nil {
+		w.m.rangeDeleted()
 	}
 	return w.b.DeleteRange(lower, upper, nil)
 }

@@ -46,8 +46,15 @@ func stripePrefix(ino Ino) []byte          { return keyIno('s', ino) }
 func stripeKey(ino Ino, idx uint64) []byte {
 	return binary.BigEndian.AppendUint64(stripePrefix(ino), idx)
 }
-func garbageKey(ino Ino) []byte       { return keyIno('g', ino) }
-func lockKey(k []byte) []byte         { return append([]byte{keySpace, 'l'}, k...) }
+func garbageKey(ino Ino) []byte { return keyIno('g', ino) }
+func lockKey(k []byte) []byte   { return append([]byte{keySpace, 'l'}, k...) }
+
+// lockPrefix starts every lock key, reqPrefix every request record's.
+var (
+	lockPrefix = []byte{keySpace, 'l'}
+	reqPrefix  = []byte{keySpace, 'q'}
+)
+
 func intentKey(txid uint64) []byte    { return keyIno('t', Ino(txid)) }
 func decideKey(txid uint64) []byte    { return keyIno('T', Ino(txid)) }
 func reqKey(reqid uint64) []byte      { return keyIno('q', Ino(reqid)) }

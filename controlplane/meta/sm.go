@@ -99,10 +99,17 @@ func (s ShardSM) apply(w *kvsm.Writer, index uint64, c *Command) (*Result, error
 
 func (s ShardSM) exec(w *kvsm.Writer, index uint64, c *Command) (*Result, error) {
 	if c.ReqID != 0 {
-		if v, found, err := w.Get(reqKey(c.ReqID)); err != nil {
+		// A request id is almost never there (only a resend after an
+		// unknown outcome finds it): the memo knows without a get.
+		k := reqKey(c.ReqID)
+		if may, err := w.MayHave(reqPrefix, k); err != nil {
 			return nil, err
-		} else if found && len(v) > 8 {
-			return DecodeResult(v[8:])
+		} else if may {
+			if v, found, err := w.Get(k); err != nil {
+				return nil, err
+			} else if found && len(v) > 8 {
+				return DecodeResult(v[8:])
+			}
 		}
 	}
 	t := newTx(w, s.Shard, index, c, modeExec)
@@ -347,7 +354,7 @@ func (s ShardSM) finish(w *kvsm.Writer, c *Command) (*Result, error) {
 }
 
 func addCounter(w *kvsm.Writer, kind byte, delta int64) error {
-	v, _, err := w.Get(key1(kind))
+	v, _, err := w.GetPinned(key1(kind))
 	if err != nil {
 		return err
 	}
@@ -416,6 +423,14 @@ func (t *tx) checkLock(key []byte) error {
 	if t.checked[string(key)] {
 		return nil
 	}
+	// While the shard holds no lock at all (no transaction between its
+	// prepare and finish: the common case) there is nothing to look up.
+	if held, err := t.w.AnyUnder(lockPrefix); err != nil {
+		return err
+	} else if !held {
+		t.checked[string(key)] = true
+		return nil
+	}
 	v, found, err := t.w.Get(lockKey(key))
 	if err != nil {
 		return err
@@ -466,7 +481,7 @@ func (t *tx) counter(kind byte) (uint64, error) {
 	if o, ok := t.ov[string(key)]; ok {
 		return u64(o.value), nil
 	}
-	v, _, err := t.w.Get(key)
+	v, _, err := t.w.GetPinned(key) // read by every create: kept in memory
 	return u64(v), err
 }
 

@@ -34,6 +34,10 @@ type keySet struct {
 	prefix []byte
 	keys   map[string]struct{}
 	valid  bool // false: rebuild on the next use (after a DeleteRange)
+	// over: the keys under prefix outgrew maxSetKeys; the set is dropped
+	// and the lookups read Pebble again, until a DeleteRange or Restore
+	// lets it be rebuilt.
+	over bool
 }
 
 // Bounds: the memo is for a few keys read by nearly every command and a few
@@ -44,6 +48,11 @@ const (
 	maxSets   = 4
 )
 
+// maxSetKeys bounds one set (a group's request records of the last
+// minutes, ~40 bytes each in the map: 1<<20 keys is ~40 MiB). A variable
+// for the tests.
+var maxSetKeys = 1 << 20
+
 func (m *memo) reset() {
 	clear(m.pinned)
 	m.sets = m.sets[:0]
@@ -53,7 +62,7 @@ func (m *memo) reset() {
 func (m *memo) rangeDeleted() {
 	clear(m.pinned)
 	for _, s := range m.sets {
-		s.keys, s.valid = nil, false
+		s.keys, s.valid, s.over = nil, false, false
 	}
 }
 
@@ -65,6 +74,9 @@ func (m *memo) set(key, value []byte, present bool) {
 		}
 		if present {
 			s.keys[string(key)] = struct{}{}
+			if len(s.keys) > maxSetKeys {
+				s.keys, s.valid, s.over = nil, false, true
+			}
 		} else {
 			delete(s.keys, string(key))
 		}
@@ -105,7 +117,7 @@ func (w *Writer) GetPinned(key []byte) ([]byte, bool, error) {
 // spaces whose keys are looked up far more often than they are present
 // (locks, request records), so that the commands looking one up can skip
 // the Pebble get that would find nothing. Up to maxSets prefixes per group
-// are kept; beyond that both read Pebble.
+// are kept, each of at most maxSetKeys keys; beyond that both read Pebble.
 func (w *Writer) AnyUnder(prefix []byte) (bool, error) {
 	s, err := w.keySet(prefix)
 	if err != nil || s == nil {
@@ -151,10 +163,17 @@ func (w *Writer) keySet(prefix []byte) (*keySet, error) {
 		s = &keySet{prefix: append([]byte(nil), prefix...)}
 		w.m.sets = append(w.m.sets, s)
 	}
+	if s.over {
+		return nil, nil
+	}
 	if !s.valid {
 		keys := make(map[string]struct{})
-		if err := w.Scan(prefix, prefixEnd(prefix), func(k, _ []byte) bool { keys[string(k)] = struct{}{}; return true }); err != nil {
+		if err := w.Scan(prefix, prefixEnd(prefix), func(k, _ []byte) bool { keys[string(k)] = struct{}{}; return len(keys) <= maxSetKeys }); err != nil {
 			return nil, err
+		}
+		if len(keys) > maxSetKeys {
+			s.over = true
+			return nil, nil
 		}
 		s.keys, s.valid = keys, true
 	}

@@ -162,6 +162,58 @@ func TestMemoFollowsState(t *testing.T) {
 	}
 }
 
+// TestMemoSetBound: a set that outgrows maxSetKeys is dropped and its
+// lookups answer conservatively (a key may be there) until a range delete
+// lets it be rebuilt within the bound.
+func TestMemoSetBound(t *testing.T) {
+	defer func(n int) { maxSetKeys = n }(maxSetKeys)
+	maxSetKeys = 4
+	st, err := OpenState(t.TempDir(), StateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	f, err := NewFSM(st, 1, memoApplier{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch := st.db.NewIndexedBatch()
+	defer batch.Close()
+	w := &Writer{b: batch, group: 1, m: &f.m}
+	q, absent := []byte("q"), []byte("qzz")
+	may := func(k []byte) bool {
+		t.Helper()
+		m, err := w.MayHave(q, k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	if may(absent) {
+		t.Fatal("empty set: an absent key may be there")
+	}
+	for i := 0; i < 6; i++ {
+		if err := w.Set([]byte{'q', byte('0' + i)}, []byte("v")); err != nil {
+			t.Fatal(err)
+		}
+		if !may([]byte{'q', byte('0' + i)}) {
+			t.Fatalf("key %d just set: MayHave says absent", i)
+		}
+	}
+	if f.m.sets[0].keys != nil || !f.m.sets[0].over {
+		t.Fatalf("6 keys under a bound of 4: the set holds %d keys, over=%v", len(f.m.sets[0].keys), f.m.sets[0].over)
+	}
+	if !may(absent) {
+		t.Fatal("over the bound: an absent key answered surely absent")
+	}
+	if err := w.DeleteRange([]byte("q2"), []byte("q9")); err != nil {
+		t.Fatal(err)
+	}
+	if may(absent) || !may([]byte("q1")) || may([]byte("q3")) {
+		t.Fatal("rebuilt within the bound after the range delete: wrong answers")
+	}
+}
+
 // Without the memo's answers the metadata state machine's create would read
 // its counters, lock keys and request record from Pebble; this bounds what
 // a pinned read and two set lookups cost.

@@ -214,6 +214,8 @@ type partition struct {
 	cqes    []ioengine.Completion
 	op      ioengine.Op // the operation being prepared
 	opsLive int         // operations submitted or prepared, not yet reaped
+	unsent  int         // operations prepared since the last submit
+	maxSent int         // most operations one submit has started (tests)
 	readOps int         // the reads among them (at most Depth-2)
 
 	index    map[ID]entry
@@ -494,9 +496,7 @@ func (p *partition) loop() {
 			return
 		}
 		if p.opsLive > 0 || progressed {
-			if _, err := p.eng.Submit(0, 0); err != nil {
-				p.logf("chunkstore: partition %d: submit: %v", p.idx, err)
-			}
+			p.submit()
 		}
 		if p.reap() > 0 || progressed {
 			continue
@@ -516,9 +516,11 @@ func (p *partition) loop() {
 			p.sleeping.Store(false)
 			continue
 		}
-		if _, err := p.eng.Submit(1, timeout); err != nil && !errors.Is(err, unix.ETIME) && !errors.Is(err, unix.EINTR) {
+		n, err := p.eng.Submit(1, timeout)
+		if err != nil && !errors.Is(err, unix.ETIME) && !errors.Is(err, unix.EINTR) {
 			p.logf("chunkstore: partition %d: wait: %v", p.idx, err)
 		}
+		p.sent(n)
 		p.sleeping.Store(false)
 	}
 }
@@ -555,6 +557,9 @@ func (p *partition) takeInbox(limit int) bool {
 		select {
 		case r := <-p.inbox:
 			p.handle(r)
+			if p.unsent >= p.s.opts.SubmitBatch {
+				p.submit()
+			}
 			continue
 		default:
 		}
@@ -578,9 +583,7 @@ func (p *partition) reap() int {
 			p.opsLive--
 			p.complete(p.cqes[i])
 			if i+1 < n && len(p.inbox) > 0 && p.takeInbox(reapInboxBurst) {
-				if _, err := p.eng.Submit(0, 0); err != nil {
-					p.logf("chunkstore: partition %d: submit: %v", p.idx, err)
-				}
+				p.submit()
 			}
 		}
 		total += n
@@ -588,6 +591,24 @@ func (p *partition) reap() int {
 			return total
 		}
 	}
+}
+
+// defaultSubmitBatch is Options.SubmitBatch's default.
+const defaultSubmitBatch = 2
+
+// submit starts the prepared operations without waiting.
+func (p *partition) submit() {
+	n, err := p.eng.Submit(0, 0)
+	if err != nil {
+		p.logf("chunkstore: partition %d: submit: %v", p.idx, err)
+	}
+	p.sent(n)
+}
+
+// sent notes that a submit started n operations.
+func (p *partition) sent(n int) {
+	p.maxSent = max(p.maxSent, n)
+	p.unsent = max(p.unsent-n, 0)
 }
 
 func (p *partition) complete(c ioengine.Completion) {

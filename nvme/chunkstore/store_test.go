@@ -597,3 +597,67 @@ func retryBusy(t *testing.T, start func() error) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// TestSubmitBatch: a burst of reads queued while the partition is busy
+// reaches the engine in submits of at most Options.SubmitBatch operations,
+// and every read still returns its chunk's bytes.
+func TestSubmitBatch(t *testing.T) {
+	for _, batch := range []int{1, 2, 5} {
+		t.Run(fmt.Sprint(batch), func(t *testing.T) {
+			opts := testOpts(32 << 20)
+			opts.Partitions, opts.SubmitBatch = 1, batch
+			s := openTest(t, filepath.Join(t.TempDir(), "dev"), opts)
+			defer s.Close()
+			const n = 64
+			for i := 0; i < n; i++ {
+				id := ID{Lo: uint64(i)}
+				if err := s.Put(id, 1, pattern(id, 1, 4096)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, err := maxSentForTest(s, ID{Lo: 1}); err != nil { // the puts are done
+				t.Fatal(err)
+			}
+			resetMaxSentForTest(s)
+			// Queue the burst behind a request that keeps the partition
+			// busy until all of it is in the inbox, so one takeInbox sees
+			// every read at once.
+			hold, release := make(chan struct{}), make(chan struct{})
+			if err := s.GetRefAsync(ID{Lo: 0}, 0, 4096, func(ref ReadRef, err error) {
+				close(hold)
+				<-release
+				ref.Release()
+			}); err != nil {
+				t.Fatal(err)
+			}
+			<-hold
+			var wg sync.WaitGroup
+			var bad atomic.Int32
+			for i := 0; i < n; i++ {
+				id := ID{Lo: uint64(i)}
+				wg.Add(1)
+				if err := s.GetRefAsync(id, 0, 4096, func(ref ReadRef, err error) {
+					defer wg.Done()
+					if err != nil || !bytes.Equal(bytes.Join(ref.Buffers(nil), nil), pattern(id, 1, 4096)) {
+						bad.Add(1)
+					}
+					ref.Release()
+				}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			close(release)
+			wg.Wait()
+			if bad.Load() != 0 {
+				t.Fatalf("%d reads returned errors or wrong bytes", bad.Load())
+			}
+			got, err := maxSentForTest(s, ID{Lo: 1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got < 1 || got > batch {
+				t.Fatalf("largest submit started %d operations, want 1..%d", got, batch)
+			}
+		})
+	}
+}

@@ -154,15 +154,14 @@ func (p *partition) prepare() bool {
 		err := p.eng.Prepare(&p.op)
 		if err == nil {
 			p.opsLive++
+			p.unsent++
 			return true
 		}
 		if err != ioengine.ErrQueueFull || try == 1 {
 			p.logf("chunkstore: partition %d: BUG: the I/O engine refused an operation (%d in flight): %v", p.idx, p.opsLive, err)
 			return false
 		}
-		if _, err := p.eng.Submit(0, 0); err != nil {
-			p.logf("chunkstore: partition %d: submit: %v", p.idx, err)
-		}
+		p.submit()
 	}
 }
 

@@ -203,6 +203,10 @@ func (f *File) PendingAttr() meta.SetAttr {
 	return f.pending
 }
 
+// keepAttr puts back deferred changes a whose commit failed, under any
+// made since. Called with mu held.
+func (f *File) keepAttr(a meta.SetAttr) { f.pending = mergeAttr(a, f.pending) }
+
 // mergeAttr returns the changes of old then a: a's fields where a has
 // them, old's elsewhere.
 func mergeAttr(old, a meta.SetAttr) meta.SetAttr {
@@ -414,10 +418,7 @@ func (f *File) readOneShard(ctx context.Context, s, v uint64, so, m int) ([]byte
 		}
 		return nil, false
 	}
-	if m < unit {
-		return b, true
-	}
-	return b[w : w+m : w+m], true
+	return b, true // m < unit: the range; else w is 0 and b the whole shard
 }
 
 // readaheadStripes is how many stripes readahead fetches ahead of a
@@ -535,8 +536,7 @@ func (f *File) WriteAt(ctx context.Context, p []byte, off int64) (int, error) {
 // cache); one that grows doubles, from 64 KiB. Larger writes get the
 // whole stripe at once.
 func growStripe(d []byte, end, sb int) []byte {
-	n := min(max(end, 2*len(d), 64<<10), sb)
-	n = min((n+4095)&^4095, sb)
+	n := min((max(end, 2*len(d), 64<<10)+4095)&^4095, sb)
 	nd := make([]byte, n)
 	copy(nd, d)
 	return nd
@@ -584,7 +584,7 @@ func (f *File) startFlush(s uint64) {
 			if _, ok := f.dirty[s]; !ok {
 				f.dirty[s] = d // keep the data: a later Flush tries again
 			}
-			f.pending = mergeAttr(a, f.pending) // and the changes, under newer ones
+			f.keepAttr(a) // and the changes
 			if f.err == nil {
 				f.err = err
 			}
@@ -645,15 +645,15 @@ func (f *File) Flush(ctx context.Context) error {
 	a := f.pending
 	f.pending = meta.SetAttr{}
 	f.mu.Unlock()
-	if a.Mask != 0 && err == nil {
-		if _, _, err = f.c.meta.SetAttr(ctx, f.ino, a); err != nil {
-			f.mu.Lock()
-			f.pending = mergeAttr(a, f.pending)
-			f.mu.Unlock()
-		}
-	} else if a.Mask != 0 {
+	if a.Mask == 0 {
+		return err
+	}
+	if err == nil {
+		_, _, err = f.c.meta.SetAttr(ctx, f.ino, a)
+	}
+	if err != nil {
 		f.mu.Lock()
-		f.pending = mergeAttr(a, f.pending)
+		f.keepAttr(a)
 		f.mu.Unlock()
 	}
 	return err

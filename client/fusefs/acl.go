@@ -90,15 +90,9 @@ func (n *node) setAccessACL(ctx context.Context, value []byte) error {
 		n.fs.logf("setxattr %s: %v", aclAccessXattr, err)
 		return syscall.EINVAL
 	}
-	of := n.fs.opened(n.ino)
 	var cur meta.Inode
-	if of != nil {
-		n.fs.mu.Lock()
-		cur = of.attr
-		n.fs.mu.Unlock()
-		if p := of.f.PendingAttr(); p.Mask&meta.AttrMode != 0 {
-			cur.Mode = cur.Mode&meta.ModeType | p.Mode&^meta.ModeType
-		}
+	if of := n.fs.opened(n.ino); of != nil {
+		cur = n.fs.openAttr(of)
 	} else if cur, err = n.fs.mc.GetAttr(ctx, n.ino); err != nil {
 		return err
 	}
@@ -108,14 +102,9 @@ func (n *node) setAccessACL(ctx context.Context, value []byte) error {
 		if err := n.fs.mc.SetXattr(ctx, n.ino, aclAccessXattr, value, 0); err != nil {
 			return err
 		}
-		_, err := n.setattr(ctx, mode)
-		return err
 	}
-	if _, err := n.setattr(ctx, mode); err != nil {
-		return err
-	}
-	if n.fs.knownNoXattrs(n.ino) {
-		return nil // none stored to remove
+	if _, err := n.setattr(ctx, mode); err != nil || extended || n.fs.knownNoXattrs(n.ino) {
+		return err // stored; or minimal, with none stored to remove
 	}
 	if err := n.fs.mc.RemoveXattr(ctx, n.ino, aclAccessXattr); err != nil && !errors.Is(err, syscall.ENODATA) {
 		return err

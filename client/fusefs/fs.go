@@ -192,6 +192,30 @@ func (f *FS) release(ctx context.Context, of *openFile) error {
 	return err
 }
 
+// withAttr returns in with the deferred changes a (mode, explicit atime
+// and mtime: data.File.DeferAttr) applied.
+func withAttr(in meta.Inode, a meta.SetAttr) meta.Inode {
+	if a.Mask&meta.AttrMode != 0 {
+		in.Mode = in.Mode&meta.ModeType | a.Mode&^meta.ModeType
+	}
+	if a.Mask&meta.AttrAtime != 0 {
+		in.Atime = a.Atime
+	}
+	if a.Mask&meta.AttrMtime != 0 {
+		in.Mtime = a.Mtime
+	}
+	return in
+}
+
+// openAttr returns what this mount knows of open file of's attributes:
+// the last read, with the changes waiting for its data's commit.
+func (f *FS) openAttr(of *openFile) meta.Inode {
+	f.mu.Lock()
+	in := of.attr
+	f.mu.Unlock()
+	return withAttr(in, of.f.PendingAttr())
+}
+
 // noteAttr records in as the attributes last read of ino, if open here.
 func (f *FS) noteAttr(in *meta.Inode) {
 	f.mu.Lock()
@@ -351,6 +375,13 @@ func (f *FS) unkeep(ctx context.Context, ino meta.Ino, parent meta.Ino, name str
 
 // fillAttr copies an inode into FUSE attributes.
 func (f *FS) fillAttr(in *meta.Inode, out *fuse.Attr) {
+	of := f.opened(in.Ino)
+	if of != nil {
+		if a := of.f.PendingAttr(); a.Mask != 0 { // deferred until the data's commit
+			c := withAttr(*in, a)
+			in = &c
+		}
+	}
 	out.Ino = uint64(in.Ino)
 	out.Mode = in.Mode
 	out.Nlink = in.Nlink
@@ -364,21 +395,9 @@ func (f *FS) fillAttr(in *meta.Inode, out *fuse.Attr) {
 	out.Blocks = (out.Size + 511) / 512
 	at, mt, ct := time.Unix(0, in.Atime), time.Unix(0, in.Mtime), time.Unix(0, in.Ctime)
 	out.SetTimes(&at, &mt, &ct)
-	if of := f.opened(in.Ino); of != nil {
+	if of != nil {
 		if of.f.Dirty() {
 			out.Size = of.f.Size()
-		}
-		if a := of.f.PendingAttr(); a.Mask != 0 { // deferred until the data's commit
-			if a.Mask&meta.AttrMode != 0 {
-				out.Mode = out.Mode&syscall.S_IFMT | a.Mode&^syscall.S_IFMT
-			}
-			if a.Mask&meta.AttrAtime != 0 {
-				at = time.Unix(0, a.Atime)
-			}
-			if a.Mask&meta.AttrMtime != 0 {
-				mt = time.Unix(0, a.Mtime)
-			}
-			out.SetTimes(&at, &mt, &ct)
 		}
 		out.Blocks = (out.Size + 511) / 512
 		f.mu.Lock()

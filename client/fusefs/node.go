@@ -175,12 +175,7 @@ func (n *node) Setattr(ctx context.Context, _ fs.FileHandle, in *fuse.SetAttrIn,
 // committed at once, so no other client keeps access it should lose.
 func (n *node) setattr(ctx context.Context, a meta.SetAttr) (meta.Inode, error) {
 	if of := n.fs.opened(n.ino); of != nil {
-		n.fs.mu.Lock()
-		cur := of.attr
-		n.fs.mu.Unlock()
-		if p := of.f.PendingAttr(); p.Mask&meta.AttrMode != 0 {
-			cur.Mode = cur.Mode&meta.ModeType | p.Mode&^meta.ModeType
-		}
+		cur := n.fs.openAttr(of)
 		const perms = 0o7777
 		loosens := a.Mask&meta.AttrMode == 0 || cur.Mode&perms&^(a.Mode&perms) == 0
 		if loosens && of.f.DeferAttr(a) {

@@ -123,7 +123,7 @@ func (w *Writer) AnyUnder(prefix []byte) (bool, error) {
 	if err != nil || s == nil {
 		var found bool
 		if err == nil {
-			err = w.Scan(prefix, prefixEnd(prefix), func(_, _ []byte) bool { found = true; return false })
+			err = w.Scan(prefix, PrefixEnd(prefix), func(_, _ []byte) bool { found = true; return false })
 		}
 		return found, err
 	}
@@ -168,7 +168,7 @@ func (w *Writer) keySet(prefix []byte) (*keySet, error) {
 	}
 	if !s.valid {
 		keys := make(map[string]struct{})
-		if err := w.Scan(prefix, prefixEnd(prefix), func(k, _ []byte) bool { keys[string(k)] = struct{}{}; return len(keys) <= maxSetKeys }); err != nil {
+		if err := w.Scan(prefix, PrefixEnd(prefix), func(k, _ []byte) bool { keys[string(k)] = struct{}{}; return len(keys) <= maxSetKeys }); err != nil {
 			return nil, err
 		}
 		if len(keys) > maxSetKeys {
@@ -180,9 +180,10 @@ func (w *Writer) keySet(prefix []byte) (*keySet, error) {
 	return s, nil
 }
 
-// prefixEnd returns the first key after every key starting with p (nil:
-// to the end of the group's keys).
-func prefixEnd(p []byte) []byte {
+// PrefixEnd returns the first key after every key starting with p (nil:
+// to the end of the group's keys): Scan(p, PrefixEnd(p), ...) visits the
+// keys under p.
+func PrefixEnd(p []byte) []byte {
 	end := append([]byte(nil), p...)
 	for i := len(end) - 1; i >= 0; i-- {
 		if end[i] != 0xFF {

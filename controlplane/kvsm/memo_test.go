@@ -90,7 +90,7 @@ func memoCheck(w *Writer) (string, error) {
 			return "", err
 		}
 		n := 0
-		if err := w.Scan([]byte(p), prefixEnd([]byte(p)), func(_, _ []byte) bool { n++; return true }); err != nil {
+		if err := w.Scan([]byte(p), PrefixEnd([]byte(p)), func(_, _ []byte) bool { n++; return true }); err != nil {
 			return "", err
 		}
 		if any != (n > 0) {
@@ -162,24 +162,32 @@ func TestMemoFollowsState(t *testing.T) {
 	}
 }
 
+// memoWriter is a Writer on a fresh group's pending batch with that
+// group's FSM memo, closed when the test ends.
+func memoWriter(tb testing.TB) *Writer {
+	tb.Helper()
+	st, err := OpenState(tb.TempDir(), StateOptions{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { st.Close() })
+	f, err := NewFSM(st, 1, memoApplier{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	batch := st.db.NewIndexedBatch()
+	tb.Cleanup(func() { batch.Close() })
+	return &Writer{b: batch, group: 1, m: &f.m}
+}
+
 // TestMemoSetBound: a set that outgrows maxSetKeys is dropped and its
 // lookups answer conservatively (a key may be there) until a range delete
 // lets it be rebuilt within the bound.
 func TestMemoSetBound(t *testing.T) {
 	defer func(n int) { maxSetKeys = n }(maxSetKeys)
 	maxSetKeys = 4
-	st, err := OpenState(t.TempDir(), StateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	f, err := NewFSM(st, 1, memoApplier{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	batch := st.db.NewIndexedBatch()
-	defer batch.Close()
-	w := &Writer{b: batch, group: 1, m: &f.m}
+	w := memoWriter(t)
+	m := w.m
 	q, absent := []byte("q"), []byte("qzz")
 	may := func(k []byte) bool {
 		t.Helper()
@@ -200,8 +208,8 @@ func TestMemoSetBound(t *testing.T) {
 			t.Fatalf("key %d just set: MayHave says absent", i)
 		}
 	}
-	if f.m.sets[0].keys != nil || !f.m.sets[0].over {
-		t.Fatalf("6 keys under a bound of 4: the set holds %d keys, over=%v", len(f.m.sets[0].keys), f.m.sets[0].over)
+	if m.sets[0].keys != nil || !m.sets[0].over {
+		t.Fatalf("6 keys under a bound of 4: the set holds %d keys, over=%v", len(m.sets[0].keys), m.sets[0].over)
 	}
 	if !may(absent) {
 		t.Fatal("over the bound: an absent key answered surely absent")
@@ -218,18 +226,7 @@ func TestMemoSetBound(t *testing.T) {
 // its counters, lock keys and request record from Pebble; this bounds what
 // a pinned read and two set lookups cost.
 func BenchmarkMemo(b *testing.B) {
-	st, err := OpenState(b.TempDir(), StateOptions{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer st.Close()
-	f, err := NewFSM(st, 1, memoApplier{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	batch := st.db.NewIndexedBatch()
-	defer batch.Close()
-	w := &Writer{b: batch, group: 1, m: &f.m}
+	w := memoWriter(b)
 	_ = w.Set([]byte("p0"), []byte("12345678"))
 	p0, l, q, qk := []byte("p0"), []byte("l"), []byte("q"), []byte("q12345678")
 	b.ReportAllocs()

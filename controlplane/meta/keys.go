@@ -66,18 +66,6 @@ func reqTimeKey(t int64, reqid uint64) []byte {
 	return binary.BigEndian.AppendUint64(b, reqid)
 }
 
-// prefixEnd returns the first key after every key starting with p.
-func prefixEnd(p []byte) []byte {
-	end := append([]byte(nil), p...)
-	for i := len(end) - 1; i >= 0; i-- {
-		if end[i] != 0xFF {
-			end[i]++
-			return end[:i+1]
-		}
-	}
-	return nil
-}
-
 func u64(b []byte) uint64 {
 	if len(b) != 8 {
 		return 0

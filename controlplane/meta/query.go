@@ -349,7 +349,7 @@ func (s ShardSM) query(r kvsm.Reader, q *Query) (*Answer, error) {
 			start = append(entryKey(q.Ino, q.After), 0)
 		}
 		var derr error
-		err := r.Scan(start, prefixEnd(prefix), func(k, val []byte) bool {
+		err := r.Scan(start, kvsm.PrefixEnd(prefix), func(k, val []byte) bool {
 			if len(a.Entries) == limit {
 				a.More = true
 				return false
@@ -391,7 +391,7 @@ func (s ShardSM) query(r kvsm.Reader, q *Query) (*Answer, error) {
 			return a, err
 		}
 		p := xattrPrefix(q.Ino)
-		if err := r.Scan(p, prefixEnd(p), func(k, _ []byte) bool {
+		if err := r.Scan(p, kvsm.PrefixEnd(p), func(k, _ []byte) bool {
 			a.Names = append(a.Names, string(k[len(p):]))
 			return len(a.Names) < MaxXattrsPerInode
 		}); err != nil {
@@ -427,7 +427,7 @@ func (s ShardSM) query(r kvsm.Reader, q *Query) (*Answer, error) {
 		}
 		p := []byte{keySpace, 't'}
 		var derr error
-		if err := r.Scan(p, prefixEnd(p), func(k, val []byte) bool {
+		if err := r.Scan(p, kvsm.PrefixEnd(p), func(k, val []byte) bool {
 			in, err := decodeIntent(val)
 			if err != nil {
 				derr = err
@@ -452,7 +452,7 @@ func (s ShardSM) query(r kvsm.Reader, q *Query) (*Answer, error) {
 			limit = MaxStripesPerCommit
 		}
 		p := stripePrefix(q.Ino)
-		if err := r.Scan(stripeKey(q.Ino, q.From), prefixEnd(p), func(k, val []byte) bool {
+		if err := r.Scan(stripeKey(q.Ino, q.From), kvsm.PrefixEnd(p), func(k, val []byte) bool {
 			if len(a.Stripes) == limit {
 				a.More = true
 				return false

@@ -966,7 +966,7 @@ func (t *tx) emptyDir(ino Ino) (bool, error) {
 		}
 	}
 	empty := true
-	err := t.w.Scan(prefix, prefixEnd(prefix), func(k, _ []byte) bool {
+	err := t.w.Scan(prefix, kvsm.PrefixEnd(prefix), func(k, _ []byte) bool {
 		if o, ok := t.ov[string(k)]; ok && !o.present {
 			return true // removed by this command
 		}
@@ -984,7 +984,7 @@ func firstLock(r kvsm.Reader, prefix []byte) (Busy, bool, error) {
 		found bool
 		derr  error
 	)
-	err := r.Scan(lp, prefixEnd(lp), func(_, v []byte) bool {
+	err := r.Scan(lp, kvsm.PrefixEnd(lp), func(_, v []byte) bool {
 		b, derr = decodeLock(v)
 		found = true
 		return false
@@ -1000,7 +1000,7 @@ func (t *tx) deleteInode(in *Inode) error {
 		return err
 	}
 	var names [][]byte
-	if err := t.w.Scan(xattrPrefix(in.Ino), prefixEnd(xattrPrefix(in.Ino)), func(k, _ []byte) bool {
+	if err := t.w.Scan(xattrPrefix(in.Ino), kvsm.PrefixEnd(xattrPrefix(in.Ino)), func(k, _ []byte) bool {
 		names = append(names, append([]byte(nil), k...))
 		return true
 	}); err != nil {
@@ -1055,7 +1055,7 @@ func (t *tx) setattr(p *Part) error {
 		if a.Size < in.Size && in.Layout.StripeBytes() > 0 {
 			first := (a.Size + in.Layout.StripeBytes() - 1) / in.Layout.StripeBytes()
 			var cut [][]byte
-			if err := t.w.Scan(stripeKey(in.Ino, first), prefixEnd(stripePrefix(in.Ino)), func(k, v []byte) bool {
+			if err := t.w.Scan(stripeKey(in.Ino, first), kvsm.PrefixEnd(stripePrefix(in.Ino)), func(k, v []byte) bool {
 				cut = append(cut, append([]byte(nil), k...))
 				t.old = append(t.old, StripeVersion{Index: u64(k[len(k)-8:]), Version: u64(v)})
 				return true
@@ -1127,7 +1127,7 @@ func (t *tx) setXattr(p *Part) error {
 	}
 	if !found {
 		n := 0
-		if err := t.w.Scan(xattrPrefix(p.Ino), prefixEnd(xattrPrefix(p.Ino)), func(_, _ []byte) bool {
+		if err := t.w.Scan(xattrPrefix(p.Ino), kvsm.PrefixEnd(xattrPrefix(p.Ino)), func(_, _ []byte) bool {
 			n++
 			return n < MaxXattrsPerInode
 		}); err != nil {
